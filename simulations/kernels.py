@@ -1,0 +1,45 @@
+"""numba building blocks shared by the simulations: activation, fields, fresh inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+
+
+@njit(cache=True, inline="always")
+def g(z: float) -> float:
+    """g(z) = erf(z / sqrt 2)."""
+    return math.erf(z * INV_SQRT_2)
+
+
+@njit(cache=True, inline="always")
+def g_prime(z: float) -> float:
+    """g'(z) = sqrt(2 / pi) exp(-z^2 / 2)."""
+    return SQRT_2_OVER_PI * math.exp(-0.5 * z * z)
+
+
+@njit(cache=True)
+def draw_input(rng: np.random.Generator, x: np.ndarray) -> None:
+    """Fill x with i.i.d. N(0, 1) entries (the same stream as numpy's ``standard_normal``)."""
+    for i in range(x.shape[0]):
+        x[i] = rng.standard_normal()
+
+
+@njit(cache=True)
+def fields(W: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out_k = W_k . x / sqrt(N): the local fields of the rows of W (lambda for J, nu for B)."""
+    scale = 1.0 / math.sqrt(x.shape[0])
+    for k in range(W.shape[0]):
+        out[k] = np.dot(W[k], x) * scale
+
+
+@njit(cache=True)
+def overlaps(J: np.ndarray, B: np.ndarray):
+    """Exact order parameters (Q, R, T) = (J J^T, J B^T, B B^T) / N."""
+    N = J.shape[1]
+    return J @ J.T / N, J @ B.T / N, B @ B.T / N

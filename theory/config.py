@@ -1,0 +1,368 @@
+"""The experiment config: one TOML file drives theory, simulation and validation.
+
+The schema below is the single source of truth for every key, its type, its default, its allowed
+range and its documentation (the README's table is generated from it by ``Config.describe``).
+An unknown key, a wrong type, a value out of range or an inconsistent shape raises
+``ConfigError`` whose message starts with the dotted key (``training.lr: ...``).
+
+Notation is that of MODEL.md: teacher (B, u0) with M hidden units and T = B B^T / N, student (J, w)
+with K hidden units, order parameters Q = J J^T / N, R = J B^T / N.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALGORITHMS = ("sgd", "anil", "maml")
+ORDERS = ("first", "second")
+SPACINGS = ("linear", "log")
+METHODS = ("DOP853", "RK45", "Radau", "BDF", "LSODA")
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str(err)`` is one line that starts with the dotted key."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its kind, default and the check of its value."""
+
+    kind: str  # "int", "float", "str", "vector", "matrix", "support"
+    default: Any
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "teacher": {
+        "M": Key("int", 2, "hidden units of the meta-teacher", 1, 64),
+        "u0": Key("vector", None, "mean task head, length M (default: all ones)"),
+        "task_std": Key("float", 0.0, "std of each task head around u0; 0 = a single task", 0, 100),
+        "noise": Key("float", 0.0, "std of the label noise", 0, 100),
+        "T": Key("matrix", None, "teacher overlaps B B^T / N, M x M (default: identity)"),
+    },
+    "student": {
+        "K": Key("int", 2, "hidden units of the student", 1, 64),
+        "Q0": Key("matrix", None, "initial Q, K x K (default: drawn, see init_*)"),
+        "R0": Key("matrix", None, "initial R, K x M (default: drawn, see init_*)"),
+        "w0": Key("vector", None, "initial head, length K (default: drawn, see init_*)"),
+        "init_scale": Key("float", 0.5, "std of the entries of a drawn J", 0, 100, low_open=True),
+        "init_head_scale": Key("float", 0.1, "std of the entries of a drawn w", 0, 100),
+        "init_N": Key(
+            "int", 10000, "width of the random network whose overlaps are drawn", 10, 1e7
+        ),
+        "init_seed": Key("int", 0, "seed of the drawn initial overlaps", 0, 2**63 - 1),
+    },
+    "training": {
+        "algorithm": Key(
+            "str", "sgd", "sgd | anil | maml (maml: simulation only)", choices=ALGORITHMS
+        ),
+        "order": Key(
+            "str", "second", "first | second (MAML order of the outer gradient)", choices=ORDERS
+        ),
+        "inner_lr": Key("float", 0.5, "inner-loop (adaptation) learning rate", 0, 100),
+        "inner_steps": Key("int", 1, "inner-loop steps s", 0, 1000),
+        "support": Key("support", "population", '"population" or a number P >= 1 of examples'),
+        "lr": Key("float", 0.5, "first-layer learning rate", 0, 100),
+        "lr_head": Key("float", 0.5, "head learning rate; 0 keeps the head fixed", 0, 100),
+        "query": Key("int", 1, "query examples per task", 1, 100000),
+        "meta_batch": Key("int", 1, "tasks per outer step", 1, 100000),
+        "alpha_max": Key(
+            "float", 100.0, "horizon in meta-time alpha = outer steps / N", 0, 1e9, low_open=True
+        ),
+    },
+    "output": {
+        "points": Key("int", 201, "number of recorded times, alpha = 0 included", 2, 1000000),
+        "spacing": Key(
+            "str", "linear", "linear | log (0, then log-spaced from log_start)", choices=SPACINGS
+        ),
+        "log_start": Key("float", 0.01, "first nonzero time of a log grid", 0, 1e9, low_open=True),
+    },
+    "solver": {
+        "method": Key("str", "DOP853", "scipy.integrate.solve_ivp method", choices=METHODS),
+        "rtol": Key("float", 1e-8, "relative tolerance of the ODE integrator", 1e-14, 1e-1),
+        "atol": Key("float", 1e-10, "absolute tolerance of the ODE integrator", 1e-16, 1e-1),
+    },
+    "simulation": {
+        "N": Key("int", 10000, "input dimension of the simulated networks", 2, 1e8),
+        "seeds": Key("int", 3, "independent runs (seeds 0 .. seeds-1 offset by seed)", 1, 10000),
+        "seed": Key("int", 0, "first seed", 0, 2**63 - 1),
+    },
+}
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(key, message)
+
+
+def _check_number(key: str, spec: Key, value: Any) -> float | int:
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+                value = int(value)
+            else:
+                _fail(key, f"expected an integer, got {value!r}")
+        value = int(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            _fail(key, f"expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            _fail(key, f"expected a finite number, got {value!r}")
+    lo, hi = spec.low, spec.high
+    if lo is not None and (value < lo or (spec.low_open and value == lo)):
+        _fail(
+            key,
+            f"must be {'>' if spec.low_open else '>='} {lo:g} (allowed range "
+            f"{'(' if spec.low_open else '['}{lo:g}, {hi:g}]), got {value!r}",
+        )
+    if hi is not None and value > hi:
+        _fail(key, f"must be <= {hi:g} (allowed range [{lo:g}, {hi:g}]), got {value!r}")
+    return value
+
+
+def _check_array(key: str, value: Any, ndim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        _fail(key, f"expected a {'list' if ndim == 1 else 'list of lists'} of numbers")
+    if arr.ndim != ndim:
+        _fail(
+            key,
+            f"expected a {'list' if ndim == 1 else 'list of lists'} of numbers, "
+            f"got an array of shape {arr.shape}",
+        )
+    if not np.all(np.isfinite(arr)):
+        _fail(key, "entries must be finite numbers")
+    return arr
+
+
+def _check_value(key: str, spec: Key, value: Any) -> Any:
+    if spec.kind in ("int", "float"):
+        return _check_number(key, spec, value)
+    if spec.kind == "str":
+        if not isinstance(value, str) or value not in spec.choices:
+            _fail(key, f"must be one of {', '.join(map(repr, spec.choices))}, got {value!r}")
+        return value
+    if spec.kind == "support":
+        if value == "population":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            _fail(key, f'must be "population" or an integer >= 1, got {value!r}')
+        if not 1 <= value <= 10**6:
+            _fail(key, f"must be in [1, 1000000] support examples, got {value!r}")
+        return int(value)
+    if spec.kind == "vector":
+        return _check_array(key, value, 1)
+    if spec.kind == "matrix":
+        return _check_array(key, value, 2)
+    raise AssertionError(spec.kind)
+
+
+@dataclass(frozen=True, eq=False)
+class Section:
+    """Values of one TOML table, as attributes."""
+
+    _values: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """A validated experiment. Sections are attribute bags: ``config.training.lr``.
+
+    ``Q0, R0, w0`` are always filled (explicit or drawn), ``T`` and ``u0`` always filled.
+    ``raw`` is the user's input with defaults applied, as plain Python (for records and sweeps).
+    """
+
+    teacher: Section
+    student: Section
+    training: Section
+    output: Section
+    solver: Section
+    simulation: Section
+    raw: Mapping[str, Mapping[str, Any]]
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Validate a nested mapping (as read from TOML) and fill defaults."""
+        if not isinstance(data, Mapping):
+            _fail("config", "expected a table of tables")
+        for section in data:
+            if section not in SCHEMA:
+                _fail(section, f"unknown section (allowed: {', '.join(SCHEMA)})")
+            if not isinstance(data[section], Mapping):
+                _fail(section, "expected a table")
+        values: dict[str, dict[str, Any]] = {}
+        for section, keys in SCHEMA.items():
+            given = data.get(section, {})
+            for key in given:
+                if key not in keys:
+                    _fail(f"{section}.{key}", f"unknown key (allowed: {', '.join(keys)})")
+            values[section] = {
+                key: (
+                    _check_value(f"{section}.{key}", spec, given[key])
+                    if key in given
+                    else copy.deepcopy(spec.default)
+                )
+                for key, spec in keys.items()
+            }
+        _check_consistency(values)
+        raw = {
+            s: {k: _plain(v) for k, v in vals.items() if v is not None}
+            for s, vals in values.items()
+        }
+        _fill_initial_conditions(values)
+        return cls(**{s: Section(v) for s, v in values.items()}, raw=raw)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Config:
+        """Read and validate a TOML file."""
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            _fail("config", f"no such file: {path}")
+        except tomllib.TOMLDecodeError as err:
+            _fail("config", f"{path} is not valid TOML ({err})")
+        return cls.from_dict(data)
+
+    @classmethod
+    def default(cls) -> Config:
+        """All defaults."""
+        return cls.from_dict({})
+
+    def replace(self, key: str, value: Any) -> Config:
+        """A new config with the dotted ``key`` (e.g. ``"training.inner_lr"``) set to ``value``."""
+        section, _, name = key.partition(".")
+        if section not in SCHEMA or name not in SCHEMA[section]:
+            _fail(key, "unknown key (use a dotted path such as training.lr)")
+        data = copy.deepcopy({s: dict(v) for s, v in self.raw.items()})
+        data[section][name] = value
+        return Config.from_dict(data)
+
+    # -- derived quantities ----------------------------------------------------------------------
+    @property
+    def K(self) -> int:
+        return self.student.K
+
+    @property
+    def M(self) -> int:
+        return self.teacher.M
+
+    def times(self) -> np.ndarray:
+        """The recorded meta-times alpha (0 included, alpha_max last)."""
+        a_max, n = self.training.alpha_max, self.output.points
+        if self.output.spacing == "linear":
+            return np.linspace(0.0, a_max, n)
+        start = min(self.output.log_start, a_max)
+        return np.concatenate([[0.0], np.geomspace(start, a_max, n - 1)])
+
+    @staticmethod
+    def describe() -> str:
+        """A Markdown table of every key, its default and meaning (used by the README)."""
+        rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+        for section, keys in SCHEMA.items():
+            for key, spec in keys.items():
+                default = "(see meaning)" if spec.default is None else repr(spec.default)
+                rows.append(f"| `{section}.{key}` | `{default}` | {spec.doc} |")
+        return "\n".join(rows)
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
+    """Cross-key checks: shapes, symmetry, positive semi-definiteness, algorithm constraints."""
+    t, s, tr = v["teacher"], v["student"], v["training"]
+    M, K = t["M"], s["K"]
+    if t["u0"] is None:
+        t["u0"] = np.ones(M)
+    elif t["u0"].shape != (M,):
+        _fail("teacher.u0", f"must have length M = {M}, got {t['u0'].shape[0]}")
+    if t["T"] is None:
+        t["T"] = np.eye(M)
+    else:
+        _check_symmetric("teacher.T", t["T"], (M, M))
+        if np.linalg.eigvalsh(t["T"]).min() <= 0:
+            _fail("teacher.T", "must be positive definite")
+    if s["Q0"] is not None:
+        _check_symmetric("student.Q0", s["Q0"], (K, K))
+    if s["R0"] is not None and s["R0"].shape != (K, M):
+        _fail("student.R0", f"must be K x M = {K} x {M}, got {s['R0'].shape}")
+    if s["w0"] is not None and s["w0"].shape != (K,):
+        _fail("student.w0", f"must have length K = {K}, got {s['w0'].shape[0]}")
+    if tr["algorithm"] == "sgd" and t["task_std"] != 0:
+        _fail("teacher.task_std", "must be 0 for training.algorithm = 'sgd' (one fixed task)")
+
+
+def _check_symmetric(key: str, arr: np.ndarray, shape: tuple[int, int]) -> None:
+    if arr.shape != shape:
+        _fail(key, f"must be {shape[0]} x {shape[1]}, got {arr.shape}")
+    if not np.allclose(arr, arr.T, rtol=0, atol=1e-12 * max(1.0, np.abs(arr).max())):
+        _fail(key, "must be symmetric")
+
+
+def draw_initial_overlaps(
+    K: int, M: int, T: np.ndarray, scale: float, head_scale: float, N: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Overlaps (Q0, R0, w0) of one random student of width N against a teacher with B B^T/N = T.
+
+    J_ki ~ N(0, scale^2), w_k ~ N(0, head_scale^2); B is a random M x N matrix whose overlap is
+    exactly T. Hence Q0 = scale^2 I + O(N^-1/2) and R0 = O(scale N^-1/2): the small asymmetry
+    from which a student escapes the symmetric plateau.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, M))
+    Qx, _ = np.linalg.qr(X)  # orthonormal columns
+    B = np.linalg.cholesky(T) @ Qx.T * math.sqrt(N)
+    J = scale * rng.standard_normal((K, N))
+    w = head_scale * rng.standard_normal(K)
+    return J @ J.T / N, J @ B.T / N, w
+
+
+def _fill_initial_conditions(v: dict[str, dict[str, Any]]) -> None:
+    t, s = v["teacher"], v["student"]
+    if s["Q0"] is None or s["R0"] is None or s["w0"] is None:
+        Q0, R0, w0 = draw_initial_overlaps(
+            s["K"],
+            t["M"],
+            t["T"],
+            s["init_scale"],
+            s["init_head_scale"],
+            s["init_N"],
+            s["init_seed"],
+        )
+        for name, drawn in (("Q0", Q0), ("R0", R0), ("w0", w0)):
+            if s[name] is None:
+                s[name] = drawn
+    omega = np.block([[s["Q0"], s["R0"]], [s["R0"].T, t["T"]]])
+    lowest = np.linalg.eigvalsh(omega).min()
+    if lowest < -1e-10 * max(1.0, np.abs(omega).max()):
+        _fail(
+            "student.Q0",
+            f"[[Q0, R0], [R0^T, T]] must be positive semi-definite "
+            f"(smallest eigenvalue {lowest:.3g})",
+        )

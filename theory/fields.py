@@ -1,0 +1,89 @@
+"""Local fields and the population error, shared by every algorithm.
+
+The local fields z = (lambda_1..lambda_K, nu_1..nu_M) of one input are jointly Gaussian with
+covariance Omega = [[Q, R], [R^T, T]] (MODEL.md §2). Index a < K is student unit a, index K + m is
+teacher unit m. The head of the pair network is c = (w, -u), so that the error signal is
+Delta = yhat - y = sum_a c_a g(z_a) - noise zeta.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from theory.erf_kernels import I2, I4, J2
+
+
+@njit(cache=True)
+def field_covariance(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Omega = [[Q, R], [R^T, T]], the covariance of (lambda, nu)."""
+    K, M = R.shape
+    omega = np.empty((K + M, K + M))
+    omega[:K, :K] = Q
+    omega[:K, K:] = R
+    omega[K:, :K] = R.T
+    omega[K:, K:] = T
+    return omega
+
+
+@njit(cache=True)
+def i2_matrix(omega: np.ndarray) -> np.ndarray:
+    """I2(Omega)_ab = E[g(z_a) g(z_b)] = (2/pi) arcsin(Omega_ab / sqrt((1+Omega_aa)(1+Omega_bb)))."""
+    n = omega.shape[0]
+    out = np.empty((n, n))
+    for a in range(n):
+        for b in range(a, n):
+            out[a, b] = out[b, a] = I2(omega[a, a], omega[b, b], omega[a, b])
+    return out
+
+
+@njit(cache=True)
+def error_blocks(Q: np.ndarray, R: np.ndarray, T: np.ndarray):
+    """(C, D, E) of MODEL.md §2: C = I2 over student pairs, D student-teacher, E teacher pairs."""
+    K = Q.shape[0]
+    full = i2_matrix(field_covariance(Q, R, T))
+    return full[:K, :K].copy(), full[:K, K:].copy(), full[K:, K:].copy()
+
+
+@njit(cache=True)
+def population_error(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray,
+                     u: np.ndarray) -> float:
+    """eps(w; u) = 1/2 [w^T C w - 2 w^T D u + u^T E u], without the noise^2 / 2 floor."""
+    C, D, E = error_blocks(Q, R, T)
+    return 0.5 * (w @ C @ w - 2.0 * w @ D @ u + u @ E @ u)
+
+
+@njit(cache=True)
+def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
+              noise: float) -> np.ndarray:
+    """Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ).
+
+    y = (w', u) is Gaussian over tasks with ``mean`` and ``cov`` (zero ``cov`` for one fixed task);
+    c = (w', -u) = S y with S = diag(1..1, -1..-1). Then (MODEL.md §4)
+        Phi_kl = sum_ab S_a S_b I4(k, l, a, b) E[y_a y_b y_k y_l] + noise^2 J2(k, l) E[y_k y_l],
+    with I4(k, l, a, b) = E[g'(z_k) g'(z_l) g(z_a) g(z_b)] and the Gaussian fourth moment
+    (Isserlis' theorem with a mean) of y.
+    """
+    n = omega.shape[0]
+    out = np.zeros((K, K))
+    mu, S = mean, cov
+    for k in range(K):
+        for l in range(k, K):
+            acc = 0.0
+            for a in range(n):
+                sa = 1.0 if a < K else -1.0
+                for b in range(a, n):
+                    sb = 1.0 if b < K else -1.0
+                    m4 = (mu[a] * mu[b] * mu[k] * mu[l]
+                          + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
+                          + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
+                          + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
+                          + S[a, b] * S[k, l] + S[a, k] * S[b, l] + S[a, l] * S[b, k])
+                    i4 = I4(omega[k, k], omega[l, l], omega[a, a], omega[b, b],
+                            omega[k, l], omega[k, a], omega[k, b], omega[l, a], omega[l, b],
+                            omega[a, b])
+                    acc += (1.0 if a == b else 2.0) * sa * sb * i4 * m4
+            m2 = mu[k] * mu[l] + S[k, l]
+            acc += noise**2 * J2(omega[k, k], omega[l, l], omega[k, l]) * m2
+            out[k, l] = out[l, k] = acc
+    return out
