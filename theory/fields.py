@@ -28,7 +28,7 @@ def field_covariance(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def i2_matrix(omega: np.ndarray) -> np.ndarray:
-    """I2(Omega)_ab = E[g(z_a) g(z_b)] = (2/pi) arcsin(Omega_ab / sqrt((1+Omega_aa)(1+Omega_bb)))."""
+    """I2(Omega)_ab = E[g(z_a) g(z_b)] = (2/pi) asin(Omega_ab / sqrt((1+Omega_aa)(1+Omega_bb)))."""
     n = omega.shape[0]
     out = np.empty((n, n))
     for a in range(n):
