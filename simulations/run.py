@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from simulations.anil import anil_population_steps
 from simulations.kernels import overlaps
 from simulations.networks import networks_with_overlaps
 from simulations.sgd import sgd_steps
@@ -29,35 +30,66 @@ def record_steps(config: Config, N: int) -> np.ndarray:
     return np.unique(steps)
 
 
-class SGDRun:
-    """State of one sgd simulation: networks, head, random stream."""
+class Run:
+    """One simulation: networks with the config's initial overlaps, head, random stream."""
 
     def __init__(self, config: Config, N: int, rng: np.random.Generator):
-        st, te, tr = config.student, config.teacher, config.training
+        st, te = config.student, config.teacher
+        self.config = config
         self.J, self.B = networks_with_overlaps(np.asarray(st.Q0), np.asarray(st.R0),
                                                 np.asarray(te.T), N, rng)
         self.w = np.array(st.w0, dtype=float)
-        self.u = np.array(te.u0, dtype=float)
         self.rng = rng
-        self.args = (float(te.noise), float(tr.lr), float(tr.lr_head),
-                     int(tr.query * tr.meta_batch))
 
     def advance(self, n_steps: int) -> None:
-        sgd_steps(self.J, self.B, self.w, self.u, *self.args, n_steps, self.rng)
+        """Run ``n_steps`` outer steps of the algorithm."""
+        raise NotImplementedError
 
-    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        Q, R, T = overlaps(self.J, self.B)
-        return Q, R, self.w.copy(), T
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact order parameters (Q, R, w) of the networks now."""
+        Q, R, _ = overlaps(self.J, self.B)
+        return Q, R, self.w.copy()
+
+
+class SGDRun(Run):
+    """Online SGD on the fixed task u0 (simulations.sgd)."""
+
+    def advance(self, n_steps: int) -> None:
+        te, tr = self.config.teacher, self.config.training
+        sgd_steps(self.J, self.B, self.w, np.asarray(te.u0, dtype=float), float(te.noise),
+                  float(tr.lr), float(tr.lr_head), int(tr.query * tr.meta_batch), n_steps,
+                  self.rng)
+
+
+class ANILPopulationRun(Run):
+    """ANIL with the population inner loop (simulations.anil); Q, R carried and refreshed."""
+
+    def advance(self, n_steps: int) -> None:
+        te, tr = self.config.teacher, self.config.training
+        Q, R, T = overlaps(self.J, self.B)  # refresh the carried overlaps exactly
+        anil_population_steps(
+            self.J, self.B, self.w, Q, R, T, np.asarray(te.u0, dtype=float),
+            float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
+            tr.order == "second", float(tr.lr), float(tr.lr_head), int(tr.query),
+            int(tr.meta_batch), n_steps, self.rng)
+
+
+def make_run(config: Config, N: int, rng: np.random.Generator) -> Run:
+    """The simulation of ``config.training.algorithm`` (and support)."""
+    tr = config.training
+    if tr.algorithm == "sgd":
+        return SGDRun(config, N, rng)
+    if tr.algorithm == "anil" and tr.support == "population":
+        return ANILPopulationRun(config, N, rng)
+    raise ConfigError("training.support",
+                      f"{tr.algorithm} with support = {tr.support!r} is not simulated yet")
 
 
 def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> Trajectory:
     """One simulated trajectory at width N with random stream ``seed``."""
-    if config.training.algorithm != "sgd":
-        raise ConfigError("training.algorithm",
-                          f"{config.training.algorithm!r} is not simulated in this version")
     system = build_system(config)
     rng = np.random.default_rng(seed)
-    run = SGDRun(config, N, rng)
+    run = make_run(config, N, rng)
     steps = record_steps(config, N)
     states, obs, status, message = [], [], 0, ""
     done = 0
@@ -67,7 +99,7 @@ def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> T
         run.advance(int(target - done))
         bar.update(int(target - done))
         done = int(target)
-        Q, R, w, T = run.state()
+        Q, R, w = run.state()
         y = pack(Q, R, w)
         reason = system.invalid(y)
         if reason:

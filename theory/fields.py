@@ -87,3 +87,43 @@ def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
             acc += noise**2 * J2(omega[k, k], omega[l, l], omega[k, l]) * m2
             out[k, l] = out[l, k] = acc
     return out
+
+
+@njit(cache=True)
+def task_basis(u0: np.ndarray, task_std: float):
+    """(U, S): u = U e with U = [u0 | I_M] and E[e e^T] = S = diag(1, task_std^2, ...)."""
+    M = u0.shape[0]
+    U = np.zeros((M, M + 1))
+    U[:, 0] = u0
+    for m in range(M):
+        U[m, m + 1] = 1.0
+    S = np.zeros(M + 1)
+    S[0] = 1.0
+    S[1:] = task_std * task_std
+    return U, S
+
+
+def representation_error(Q: np.ndarray, R: np.ndarray, T: np.ndarray, u0: np.ndarray,
+                         task_std: float) -> float:
+    """E_tau min_w eps(w; u_tau) = 1/2 tr(S U^T (E - D^T C^+ D) U): the best head per task."""
+    C, D, E = error_blocks(Q, R, T)
+    U, S = task_basis(np.asarray(u0, float), task_std)
+    schur = E - D.T @ np.linalg.lstsq(C, D, rcond=1e-12)[0]
+    return 0.5 * float(np.sum(S * np.einsum("mj,mn,nj->j", U, schur, U)))
+
+
+def specialisation(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> tuple[float, np.ndarray]:
+    """(index, alignment) of the normalised overlaps r_km = R_km / sqrt(Q_kk T_mm).
+
+    alignment_k = argmax_m |r_km| is the teacher unit student unit k aligns with; the index is the
+    mean over k of |r_k,align_k| minus the mean of |r_km| over the other m (0 on the symmetric
+    plateau, 1 for a student whose units each copy one teacher unit; 0 when M = 1).
+    """
+    r = np.abs(R) / np.sqrt(np.outer(np.diag(Q), np.diag(T)))
+    align = np.argmax(r, axis=1)
+    M = R.shape[1]
+    if M == 1:
+        return 0.0, align
+    best = r[np.arange(R.shape[0]), align]
+    rest = (r.sum(axis=1) - best) / (M - 1)
+    return float(np.mean(best - rest)), align

@@ -83,4 +83,5 @@ class SGDSystem(ODESystem):
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)
         err = population_error(Q, R, self.T, w, self.u)
-        return {"error": err, "error_before_adaptation": err}
+        return {"error": err, "error_before_adaptation": err,
+                **self.common_observables(Q, R, w)}

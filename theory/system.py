@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from theory.config import Config, ConfigError
+from theory.fields import representation_error, specialisation
 from theory.state import column_names, pack, unpack
 
 #: |entries of y| beyond this mean the dynamics ran away (weights of norm ~1e4 sqrt(N)).
@@ -39,6 +40,17 @@ class ODESystem(ABC):
     @abstractmethod
     def observables(self, y: np.ndarray) -> dict[str, float]:
         """error, error_before_adaptation and the system's other recorded scalars at y."""
+
+    def common_observables(self, Q: np.ndarray, R: np.ndarray, w: np.ndarray) -> dict[str, float]:
+        """Observables of every algorithm: representation quality and specialisation of R.
+
+        ``representation_error`` = E_tau min_w eps(w; u_tau); ``specialisation`` and ``align_k``
+        (the teacher unit student unit k aligns with) from ``theory.fields.specialisation``.
+        """
+        te = self.config.teacher
+        spec, align = specialisation(Q, R, self.T)
+        return {"representation_error": representation_error(Q, R, self.T, te.u0, te.task_std),
+                "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
 
     def invalid(self, y: np.ndarray) -> str:
         """Why y is not a valid state ('' if it is): non-finite, runaway, or not a covariance."""
@@ -82,5 +94,9 @@ def build_system(config: Config) -> ODESystem:
         from theory.sgd import SGDSystem
 
         return SGDSystem(config)
+    if algorithm == "anil":
+        from theory.anil import ANILSystem
+
+        return ANILSystem(config)
     raise ConfigError("training.algorithm",
                       f"{algorithm!r} has no ODE theory in this version (simulation only)")

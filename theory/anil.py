@@ -1,0 +1,201 @@
+"""ANIL with a population inner loop (MODEL.md §3 "anil", §4): the meta-learning ODEs.
+
+Inner loop. With the population support loss, w^(r+1) = w^(r) - inner_lr (C w^(r) - D u), so the
+adapted head after s steps is w' = A w + F u with P = I - inner_lr C, A = P^s and
+F = sum_{r<s} P^r inner_lr D. The task head is u = u0 + task_std xi, xi ~ N(0, I_M). Writing
+e = (1, task_std xi) (so E[e e^T] = S = diag(1, task_std^2, ..., task_std^2)) and U = [u0 | I_M]
+(M x (1 + M)), every head is linear in e: u = U e and w^(r) = Z^(r) e with
+
+    Z^(0) = [w | 0],    Z^(r+1) = P Z^(r) + inner_lr D U                       (K x (1 + M)).
+
+Meta-loss. eps(w'; u) = 1/2 e^T [Z^T C Z - 2 Z^T D U + U^T E U] e, hence exactly
+
+    L_meta(Q, R, w) = E_tau eps(w'_tau; u_tau)
+                    = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U)
+
+with Z = Z^(s) (Z^(0) gives the error before adaptation).
+
+Drift. Second order: the exact gradient of L_meta through C(Q), D(Q, R) and the recursion, by
+reverse accumulation (``inner_loop_vjp``): Zbar^(s) = (C Z - D U) S, Cbar = 1/2 Z S Z^T
+- inner_lr sum_r Zbar^(r+1) Z^(r)T, Dbar = -Z S U^T + inner_lr sum_r Zbar^(r+1) U^T,
+Zbar^(r) = P Zbar^(r+1), wbar = Zbar^(0) e_0. First order: w' is held fixed, so only the direct
+terms Cbar = 1/2 Z S Z^T, Dbar = -Z S U^T remain and wbar = E_tau[dEps/dw'] = (C Z - D U) e_0.
+``chain_to_overlaps`` pushes (Cbar, Dbar) through C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk,
+T_mm, R_km) to G = dL/dQ (symmetrised) and H = dL/dR, and (MODEL.md §4)
+
+    dR/dalpha = -lr (2 G R + H T),   dQ/dalpha = -lr (X + X^T) + lr^2 / (query meta_batch) Phi,
+    X = 2 G Q + H R^T,               dw/dalpha = -lr_head wbar,
+
+with Phi the diffusion term of ``theory.fields.diffusion`` for the Gaussian pair y = (w', u):
+mean (Z e_0, u0) and covariance task_std^2 V V^T, V = [Z_{:,1:}; I_M].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from theory.config import Config
+from theory.erf_kernels import dI2_dc11, dI2_dc12, dI2_dc22
+from theory.fields import diffusion, error_blocks, field_covariance, task_basis
+from theory.state import pack, unpack
+from theory.system import ODESystem
+
+
+@njit(cache=True)
+def inner_loop(C: np.ndarray, D: np.ndarray, w: np.ndarray, U: np.ndarray, inner_lr: float,
+               steps: int) -> np.ndarray:
+    """Z^(0..s), shape (s + 1, K, 1 + M).
+
+    Z^(0) = [w | 0], Z^(r+1) = (I - inner_lr C) Z^(r) + inner_lr D U.
+    """
+    K = C.shape[0]
+    n = U.shape[1]
+    Zs = np.zeros((steps + 1, K, n))
+    Zs[0, :, 0] = w
+    DU = inner_lr * (D @ U)
+    P = np.eye(K) - inner_lr * C
+    for r in range(steps):
+        Zs[r + 1] = P @ Zs[r] + DU
+    return Zs
+
+
+@njit(cache=True)
+def inner_loop_vjp(Zs: np.ndarray, C: np.ndarray, U: np.ndarray, inner_lr: float,
+                   Zbar: np.ndarray):
+    """Reverse pass of ``inner_loop``: the cotangent Zbar on Z^(s) -> (Cbar, Dbar, wbar).
+
+    For Z^(r+1) = P Z^(r) + inner_lr D U with P = I - inner_lr C (symmetric):
+    Cbar += -inner_lr Zbar^(r+1) Z^(r)T, Dbar += inner_lr Zbar^(r+1) U^T, Zbar^(r) = P Zbar^(r+1),
+    and wbar = Zbar^(0) e_0 (only the first column of Z^(0) depends on w).
+    """
+    K = C.shape[0]
+    M = U.shape[0]
+    steps = Zs.shape[0] - 1
+    P = np.eye(K) - inner_lr * C
+    Cbar = np.zeros((K, K))
+    Dbar = np.zeros((K, M))
+    Zb = Zbar.copy()
+    for r in range(steps - 1, -1, -1):
+        Cbar -= inner_lr * (Zb @ Zs[r].T)
+        Dbar += inner_lr * (Zb @ U.T)
+        Zb = P @ Zb
+    return Cbar, Dbar, Zb[:, 0].copy()
+
+
+@njit(cache=True)
+def chain_to_overlaps(Q: np.ndarray, R: np.ndarray, T: np.ndarray, Cbar: np.ndarray,
+                      Dbar: np.ndarray):
+    """(G, H) = (dL/dQ, dL/dR) from (Cbar, Dbar) = (dL/dC, dL/dD).
+
+    Every ordered entry is its own function: C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk, T_mm,
+    R_km), with all K^2 entries of Q independent; G is then symmetrised, i.e. L is evaluated on
+    (Q + Q^T) / 2 as MODEL.md §4 prescribes.
+    """
+    K, M = R.shape
+    G = np.zeros((K, K))
+    H = np.zeros((K, M))
+    for k in range(K):
+        for l in range(K):
+            a, b, c = Q[k, k], Q[l, l], Q[k, l]
+            G[k, k] += Cbar[k, l] * dI2_dc11(a, b, c)
+            G[l, l] += Cbar[k, l] * dI2_dc22(a, b, c)
+            G[k, l] += Cbar[k, l] * dI2_dc12(a, b, c)
+        for m in range(M):
+            a, b, c = Q[k, k], T[m, m], R[k, m]
+            G[k, k] += Dbar[k, m] * dI2_dc11(a, b, c)
+            H[k, m] += Dbar[k, m] * dI2_dc12(a, b, c)
+    return 0.5 * (G + G.T), H
+
+
+@njit(cache=True)
+def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.ndarray,
+              S: np.ndarray) -> float:
+    """E_tau eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U)."""
+    quad = np.sum(Z * (0.5 * (C @ Z) - D @ U), axis=0) + 0.5 * np.sum(U * (E @ U), axis=0)
+    return float(np.sum(S * quad))
+
+
+@njit(cache=True)
+def meta_gradient(Q, R, T, w, U, S, inner_lr, steps, second_order):
+    """(G, H, wbar, Zs) for L_meta at (Q, R, w): the drift's gradients (module docstring)."""
+    C, D, E = error_blocks(Q, R, T)
+    Zs = inner_loop(C, D, w, U, inner_lr, steps)
+    Z = Zs[steps]
+    resid = (C @ Z - D @ U) * S  # (C Z - D U) S, S diagonal: scale the columns
+    Cbar = 0.5 * (Z * S) @ Z.T
+    Dbar = -(Z * S) @ U.T
+    if second_order:
+        Cb, Db, wbar = inner_loop_vjp(Zs, C, U, inner_lr, resid)
+        Cbar += Cb
+        Dbar += Db
+    else:
+        wbar = resid[:, 0].copy()
+    G, H = chain_to_overlaps(Q, R, T, Cbar, Dbar)
+    return G, H, wbar, Zs
+
+
+@njit(cache=True)
+def adapted_head_moments(Z: np.ndarray, U: np.ndarray, task_std: float):
+    """Mean and covariance of the Gaussian pair y = (w', u) = ([Z; U] e) over tasks."""
+    K = Z.shape[0]
+    M = U.shape[0]
+    mean = np.empty(K + M)
+    mean[:K] = Z[:, 0]
+    mean[K:] = U[:, 0]
+    V = np.empty((K + M, M))
+    V[:K] = Z[:, 1:]
+    V[K:] = U[:, 1:]
+    return mean, task_std * task_std * (V @ V.T)
+
+
+@njit(cache=True)
+def anil_rhs(y: np.ndarray, K: int, M: int, T: np.ndarray, u0: np.ndarray, task_std: float,
+             noise: float, inner_lr: float, steps: int, second_order: bool, lr: float,
+             lr_head: float, batch: int) -> np.ndarray:
+    """dy/dalpha of the ANIL ODEs (module docstring), y = pack(Q, R, w)."""
+    Q, R, w = unpack(y, K, M)
+    U, S = task_basis(u0, task_std)
+    G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, inner_lr, steps, second_order)
+    X = 2.0 * G @ Q + H @ R.T
+    mean, cov = adapted_head_moments(Zs[steps], U, task_std)
+    phi = diffusion(field_covariance(Q, R, T), K, mean, cov, noise)
+    dQ = -lr * (X + X.T) + (lr * lr / batch) * phi
+    dR = -lr * (2.0 * G @ R + H @ np.ascontiguousarray(T))
+    return pack(dQ, dR, -lr_head * wbar)
+
+
+@njit(cache=True)
+def metatest_errors(Q, R, T, w, u0, task_std, inner_lr, max_steps):
+    """E_tau eps(w^(r); u_tau) for r = 0..max_steps adaptation steps on the population loss."""
+    C, D, E = error_blocks(Q, R, T)
+    U, S = task_basis(u0, task_std)
+    Zs = inner_loop(C, D, w, U, inner_lr, max_steps)
+    out = np.empty(max_steps + 1)
+    for r in range(max_steps + 1):
+        out[r] = meta_loss(Zs[r], C, D, E, U, S)
+    return out
+
+
+class ANILSystem(ODESystem):
+    """The ANIL ODEs (population inner loop) for one config."""
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        te, tr = config.teacher, config.training
+        self.u0 = np.ascontiguousarray(te.u0, dtype=float)
+        self.task_std = float(te.task_std)
+        self.inner_lr, self.steps = float(tr.inner_lr), int(tr.inner_steps)
+        self.args = (self.K, self.M, self.T, self.u0, self.task_std, float(te.noise),
+                     self.inner_lr, self.steps, tr.order == "second", float(tr.lr),
+                     float(tr.lr_head), int(tr.query * tr.meta_batch))
+
+    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
+        return anil_rhs(y, *self.args)
+
+    def observables(self, y: np.ndarray) -> dict[str, float]:
+        Q, R, w = unpack(y, self.K, self.M)
+        errors = metatest_errors(Q, R, self.T, w, self.u0, self.task_std, self.inner_lr,
+                                 self.steps)
+        return {"error": float(errors[-1]), "error_before_adaptation": float(errors[0]),
+                **self.common_observables(Q, R, w)}
