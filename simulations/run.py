@@ -21,7 +21,7 @@ from simulations.sgd import sgd_steps
 from theory.config import Config, ConfigError
 from theory.state import pack
 from theory.system import build_system
-from theory.trajectory import DIVERGED, Trajectory
+from theory.trajectory import DIVERGED, Trajectory, metatest_curves
 
 
 def record_steps(config: Config, N: int) -> np.ndarray:
@@ -113,7 +113,10 @@ def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> T
     return Trajectory(alpha=steps[: len(states)] / N, states=np.array(states).reshape(
         len(states), -1), K=config.K, M=config.M,
         observables={n: np.array([o[n] for o in obs]) for n in names},
-        status=status, message=message, nfev=done, seed=seed)
+        status=status, message=message, nfev=done, seed=seed,
+        metatest=metatest_curves(steps[: len(states)] / N, states,
+                                 np.rint(np.asarray(config.metatest.at) * N) / N,
+                                 system.metatest))
 
 
 def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None = None,

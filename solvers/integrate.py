@@ -14,7 +14,7 @@ import numpy as np
 from scipy import integrate
 
 from theory.system import ODESystem
-from theory.trajectory import DIVERGED, SUCCESS, Trajectory
+from theory.trajectory import DIVERGED, SUCCESS, Trajectory, metatest_curves
 
 _METHODS = {
     "DOP853": integrate.DOP853,
@@ -73,4 +73,5 @@ def solve(system: ODESystem, times: np.ndarray | None = None, *, method: str | N
     return Trajectory(
         alpha=times[:recorded].copy(), states=states, K=system.K, M=system.M,
         observables={n: np.array([o[n] for o in obs]) for n in names},
-        status=status, message=message, nfev=nfev)
+        status=status, message=message, nfev=nfev,
+        metatest=metatest_curves(times[:recorded], states, cfg.metatest.at, system.metatest))

@@ -86,6 +86,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "float", 100.0, "horizon in meta-time alpha = outer steps / N", 0, 1e9, low_open=True
         ),
     },
+    "metatest": {
+        "inner_steps": Key("int", 10, "adaptation steps S of the meta-test curve (0..S)", 0, 10000),
+        "inner_lr": Key("float", None, "test inner learning rate (default: training.inner_lr)", 0,
+                        100),
+        "support": Key("support", "population", 'test support: "population" or P examples'),
+        "at": Key("vector", None, "meta-times of the meta-test curves (default: [alpha_max])"),
+    },
     "output": {
         "points": Key("int", 201, "number of recorded times, alpha = 0 included", 2, 1000000),
         "spacing": Key(
@@ -102,6 +109,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "N": Key("int", 10000, "input dimension of the simulated networks", 2, 1e8),
         "seeds": Key("int", 3, "independent runs (seeds 0 .. seeds-1 offset by seed)", 1, 10000),
         "seed": Key("int", 0, "first seed", 0, 2**63 - 1),
+        "eval_tasks": Key("int", 256, "fresh tasks per Monte Carlo estimate of a finite-support "
+                          "error", 1, 10**7),
     },
 }
 
@@ -198,6 +207,7 @@ class Config:
     teacher: Section
     student: Section
     training: Section
+    metatest: Section
     output: Section
     solver: Section
     simulation: Section
@@ -228,11 +238,12 @@ class Config:
                 )
                 for key, spec in keys.items()
             }
-        _check_consistency(values)
+        # raw keeps derived defaults (None) unresolved, so that replace() derives them anew
         raw = {
             s: {k: _plain(v) for k, v in vals.items() if v is not None}
             for s, vals in values.items()
         }
+        _check_consistency(values)
         _fill_initial_conditions(values)
         return cls(**{s: Section(v) for s, v in values.items()}, raw=raw)
 
@@ -272,12 +283,14 @@ class Config:
         return self.teacher.M
 
     def times(self) -> np.ndarray:
-        """The recorded meta-times alpha (0 included, alpha_max last)."""
+        """The recorded meta-times: the output grid (0 and alpha_max included) and metatest.at."""
         a_max, n = self.training.alpha_max, self.output.points
         if self.output.spacing == "linear":
-            return np.linspace(0.0, a_max, n)
-        start = min(self.output.log_start, a_max)
-        return np.concatenate([[0.0], np.geomspace(start, a_max, n - 1)])
+            grid = np.linspace(0.0, a_max, n)
+        else:
+            start = min(self.output.log_start, a_max)
+            grid = np.concatenate([[0.0], np.geomspace(start, a_max, n - 1)])
+        return np.union1d(grid, np.asarray(self.metatest.at, dtype=float))
 
     @staticmethod
     def describe() -> str:
@@ -314,6 +327,13 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
         _fail("student.R0", f"must be K x M = {K} x {M}, got {s['R0'].shape}")
     if s["w0"] is not None and s["w0"].shape != (K,):
         _fail("student.w0", f"must have length K = {K}, got {s['w0'].shape[0]}")
+    mt = v["metatest"]
+    if mt["inner_lr"] is None:
+        mt["inner_lr"] = tr["inner_lr"]
+    if mt["at"] is None:
+        mt["at"] = np.array([tr["alpha_max"]])
+    elif mt["at"].size == 0 or mt["at"].min() < 0 or mt["at"].max() > tr["alpha_max"]:
+        _fail("metatest.at", f"meta-times must lie in [0, alpha_max = {tr['alpha_max']:g}]")
     if tr["algorithm"] == "sgd" and t["task_std"] != 0:
         _fail("teacher.task_std", "must be 0 for training.algorithm = 'sgd' (one fixed task)")
 

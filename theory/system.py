@@ -28,6 +28,11 @@ class ODESystem(ABC):
         self.config = config
         self.K, self.M = config.K, config.M
         self.T = np.ascontiguousarray(config.teacher.T, dtype=float)
+        for key in ("training.support", "metatest.support"):
+            section, name = key.split(".")
+            if getattr(getattr(config, section), name) != "population":
+                raise ConfigError(key, "a finite support set has no ODE theory in this version "
+                                       "(simulate it, or use \"population\")")
 
     def initial_state(self) -> np.ndarray:
         s = self.config.student
@@ -51,6 +56,19 @@ class ODESystem(ABC):
         spec, align = specialisation(Q, R, self.T)
         return {"representation_error": representation_error(Q, R, self.T, te.u0, te.task_std),
                 "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
+
+    def metatest(self, y: np.ndarray) -> np.ndarray:
+        """Meta-test curve at state y: E_tau eps(w^(r); u_tau) for r = 0..S test adaptation steps.
+
+        A fresh task is adapted from the head w with metatest.inner_lr on the population support
+        loss (``theory.anil.metatest_errors``); S = metatest.inner_steps.
+        """
+        from theory.anil import metatest_errors
+
+        mt, te = self.config.metatest, self.config.teacher
+        Q, R, w = unpack(y, self.K, self.M)
+        return metatest_errors(Q, R, self.T, w, np.asarray(te.u0, float), float(te.task_std),
+                               float(mt.inner_lr), int(mt.inner_steps))
 
     def invalid(self, y: np.ndarray) -> str:
         """Why y is not a valid state ('' if it is): non-finite, runaway, or not a covariance."""

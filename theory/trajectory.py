@@ -26,9 +26,10 @@ SUCCESS, DIVERGED = 0, 1
 class Trajectory:
     """Recorded meta-times, states and observables of one run (one seed for a simulation).
 
-    ``status`` is SUCCESS or DIVERGED (then ``message`` says at which alpha and why and the arrays
-    stop at the last good record); ``nfev`` counts right-hand-side evaluations (theory) or steps
-    (simulation).
+    ``metatest`` maps a meta-time alpha to the meta-test curve there (error after 0..S test
+    adaptation steps). ``status`` is SUCCESS or DIVERGED (then ``message`` says at which alpha and
+    why and the arrays stop at the last good record); ``nfev`` counts right-hand-side evaluations
+    (theory) or steps (simulation).
     """
 
     alpha: np.ndarray
@@ -40,6 +41,7 @@ class Trajectory:
     message: str = ""
     nfev: int = 0
     seed: int | None = None
+    metatest: dict[float, np.ndarray] = field(default_factory=dict)
 
     def order_parameters(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(Q, R, w) at record i."""
@@ -117,3 +119,24 @@ def read_csv(path: str | Path, K: int, M: int) -> list[Trajectory]:
             observables={n: block[:, i] for n, i in obs_cols.items()},
             seed=seed if with_seed else None))
     return runs
+
+
+def metatest_curves(alpha: np.ndarray, states: np.ndarray, at: np.ndarray,
+                    curve) -> dict[float, np.ndarray]:
+    """{alpha: curve(state)} for the recorded alphas that are in ``at``."""
+    wanted = set(np.asarray(at, dtype=float).tolist())
+    return {float(a): np.asarray(curve(y)) for a, y in zip(alpha, states, strict=True)
+            if float(a) in wanted}
+
+
+def write_metatest_csv(path: str | Path, runs: list[Trajectory]) -> None:
+    """metatest.csv: columns (seed,) alpha, steps, error — one row per adaptation step."""
+    with_seed = any(r.seed is not None for r in runs)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow((["seed"] if with_seed else []) + ["alpha", "steps", "error"])
+    for run in runs:
+        for a, curve in run.metatest.items():
+            for r, err in enumerate(curve):
+                writer.writerow(([run.seed] if with_seed else []) + [repr(a), r, repr(float(err))])
+    atomic_write_text(path, buf.getvalue())
