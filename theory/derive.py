@@ -122,11 +122,15 @@ def _function_source(name: str, expr: sp.Expr, args: list[sp.Symbol], doc: str) 
         f"def {name}({', '.join(str(a) for a in args)}):",
         f'    """{doc}"""',
     ]
-    lines += [
-        f"    {lhs} = {sp.pycode(rhs, fully_qualified_modules=True)}" for lhs, rhs in replacements
-    ]
-    lines.append(f"    return {sp.pycode(reduced, fully_qualified_modules=True)}")
+    lines += [f"    {lhs} = {_code(rhs)}" for lhs, rhs in replacements]
+    lines.append(f"    return {_code(reduced)}")
     return "\n".join(lines)
+
+
+def _code(expr: sp.Expr) -> str:
+    """Python source of expr, arcsin arguments clipped to [-1, 1] against rounding (a field
+    repeated in I4, as in the four-point moments, makes the exact argument +-1)."""
+    return sp.pycode(expr, fully_qualified_modules=True).replace("math.asin(", "_asin(")
 
 
 HEADER = '''"""Closed-form Gaussian integrals of g(z) = erf(z / sqrt(2)) as numba kernels.
@@ -139,6 +143,12 @@ Arguments are covariance entries: diagonals first (c11, c22, ...), then c12, c13
 import math
 
 from numba import njit
+
+
+@njit(cache=True)
+def _asin(x):
+    """arcsin with the argument clipped to [-1, 1] (rounding past +-1 at singular covariances)."""
+    return math.asin(min(1.0, max(-1.0, x)))
 '''
 
 

@@ -11,6 +11,12 @@ from numba import njit
 
 
 @njit(cache=True)
+def _asin(x):
+    """arcsin with the argument clipped to [-1, 1] (rounding past +-1 at singular covariances)."""
+    return math.asin(min(1.0, max(-1.0, x)))
+
+
+@njit(cache=True)
 def J2(c11, c22, c12):
     """J2 = E[g'(z1) g'(z2)], z ~ N(0, C)."""
     return 2/(math.pi*math.sqrt(c11*c22 + c11 - c12**2 + c22 + 1))
@@ -19,7 +25,7 @@ def J2(c11, c22, c12):
 @njit(cache=True)
 def I2(c11, c22, c12):
     """I2 = E[g(z1) g(z2)], z ~ N(0, C)."""
-    return 2*math.asin(c12/math.sqrt((c11 + 1)*(c22 + 1)))/math.pi
+    return 2*_asin(c12/math.sqrt((c11 + 1)*(c22 + 1)))/math.pi
 
 
 @njit(cache=True)
@@ -73,4 +79,4 @@ def I4(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     t9 = c23**2
     t10 = c14**2
     t11 = c24**2
-    return 4*math.asin(t3*(c11*c34 - c11*t5 + c22*c34 - c22*t4 + c23*t7 + c24*t6 + c34*t0 - c34*t1 + c34 - t4 - t5)/math.sqrt((t3*(c11*c33 - c11*t9 + c22*c33 - c22*t8 + 2*c23*t6 + c33*t0 - c33*t1 + c33 - t8 - t9) + 1)*(t3*(c11*c44 - c11*t11 + c22*c44 - c22*t10 + 2*c24*t7 + c44*t0 - c44*t1 + c44 - t10 - t11) + 1)))/(math.pi**2*math.sqrt(t2))
+    return 4*_asin(t3*(c11*c34 - c11*t5 + c22*c34 - c22*t4 + c23*t7 + c24*t6 + c34*t0 - c34*t1 + c34 - t4 - t5)/math.sqrt((t3*(c11*c33 - c11*t9 + c22*c33 - c22*t8 + 2*c23*t6 + c33*t0 - c33*t1 + c33 - t8 - t9) + 1)*(t3*(c11*c44 - c11*t11 + c22*c44 - c22*t10 + 2*c24*t7 + c44*t0 - c44*t1 + c44 - t10 - t11) + 1)))/(math.pi**2*math.sqrt(t2))
