@@ -54,39 +54,61 @@ def population_error(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray,
 
 
 @njit(cache=True)
-def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
-              noise: float) -> np.ndarray:
-    """Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ).
-
-    y = (w', u) is Gaussian over tasks with ``mean`` and ``cov`` (zero ``cov`` for one fixed task);
-    c = (w', -u) = S y with S = diag(1..1, -1..-1). Then (MODEL.md §4)
-        Phi_kl = sum_ab S_a S_b I4(k, l, a, b) E[y_a y_b y_k y_l] + noise^2 J2(k, l) E[y_k y_l],
-    with I4(k, l, a, b) = E[g'(z_k) g'(z_l) g(z_a) g(z_b)] and the Gaussian fourth moment
-    (Isserlis' theorem with a mean) of y.
-    """
+def signed_i4_tensor(omega: np.ndarray, K: int) -> np.ndarray:
+    """W[k, l, a, b] = S_a S_b I4(k, l, a, b), I4(k, l, a, b) = E[g'(z_k) g'(z_l) g(z_a) g(z_b)],
+    with S_a = +1 for a student field (a < K) and -1 for a teacher field (c = (w', -u) = S y)."""
     n = omega.shape[0]
-    out = np.zeros((K, K))
-    mu, S = mean, cov
+    W = np.empty((K, K, n, n))
     for k in range(K):
         for l in range(k, K):
-            acc = 0.0
             for a in range(n):
-                sa = 1.0 if a < K else -1.0
                 for b in range(a, n):
-                    sb = 1.0 if b < K else -1.0
-                    m4 = (mu[a] * mu[b] * mu[k] * mu[l]
-                          + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
-                          + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
-                          + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
-                          + S[a, b] * S[k, l] + S[a, k] * S[b, l] + S[a, l] * S[b, k])
-                    i4 = I4(omega[k, k], omega[l, l], omega[a, a], omega[b, b],
-                            omega[k, l], omega[k, a], omega[k, b], omega[l, a], omega[l, b],
-                            omega[a, b])
-                    acc += (1.0 if a == b else 2.0) * sa * sb * i4 * m4
-            m2 = mu[k] * mu[l] + S[k, l]
-            acc += noise**2 * J2(omega[k, k], omega[l, l], omega[k, l]) * m2
-            out[k, l] = out[l, k] = acc
+                    sign = (1.0 if a < K else -1.0) * (1.0 if b < K else -1.0)
+                    v = sign * I4(omega[k, k], omega[l, l], omega[a, a], omega[b, b],
+                                  omega[k, l], omega[k, a], omega[k, b], omega[l, a],
+                                  omega[l, b], omega[a, b])
+                    W[k, l, a, b] = W[l, k, a, b] = W[k, l, b, a] = W[l, k, b, a] = v
+    return W
+
+
+@njit(cache=True)
+def diffusion_from_moments(omega: np.ndarray, W: np.ndarray, M4: np.ndarray, M2: np.ndarray,
+                           noise: float) -> np.ndarray:
+    """Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ)
+        = sum_ab W[k, l, a, b] E[y_a y_b y_k y_l] + noise^2 J2(k, l) E[y_k y_l]
+    for y = (w', u) with M4[k, l, a, b] = E[y_k y_l y_a y_b] and M2[k, l] = E[y_k y_l]
+    (MODEL.md §4); W from ``signed_i4_tensor``.
+    """
+    K = W.shape[0]
+    out = np.empty((K, K))
+    for k in range(K):
+        for l in range(k, K):
+            out[k, l] = out[l, k] = (np.sum(W[k, l] * M4[k, l])
+                                     + noise**2 * J2(omega[k, k], omega[l, l], omega[k, l])
+                                     * M2[k, l])
     return out
+
+
+@njit(cache=True)
+def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
+              noise: float) -> np.ndarray:
+    """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks
+    (``cov`` zero for one fixed task): E[y_k y_l y_a y_b] by Isserlis' theorem with a mean."""
+    n = omega.shape[0]
+    mu, S = mean, cov
+    M4 = np.empty((K, K, n, n))
+    for k in range(K):
+        for l in range(K):
+            for a in range(n):
+                for b in range(n):
+                    M4[k, l, a, b] = (mu[a] * mu[b] * mu[k] * mu[l]
+                                      + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
+                                      + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
+                                      + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
+                                      + S[a, b] * S[k, l] + S[a, k] * S[b, l]
+                                      + S[a, l] * S[b, k])
+    M2 = np.outer(mu[:K], mu[:K]) + S[:K, :K]
+    return diffusion_from_moments(omega, signed_i4_tensor(omega, K), M4, M2, noise)
 
 
 @njit(cache=True)
