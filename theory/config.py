@@ -105,6 +105,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rtol": Key("float", 1e-8, "relative tolerance of the ODE integrator", 1e-14, 1e-1),
         "atol": Key("float", 1e-10, "absolute tolerance of the ODE integrator", 1e-16, 1e-1),
     },
+    "theory": {
+        "mc_tasks": Key("int", 2000, "Monte Carlo tasks (support sets) per evaluation of the "
+                        "few-shot terms without closed form", 10, 10**8),
+        "mc_seed": Key("int", 0, "seed of the common random numbers of that Monte Carlo", 0,
+                       2**63 - 1),
+        "quadrature_nodes": Key("int", 32, "Gauss-Legendre nodes of the four-point moments", 4,
+                                1000),
+    },
     "simulation": {
         "N": Key("int", 10000, "input dimension of the simulated networks", 2, 1e8),
         "seeds": Key("int", 3, "independent runs (seeds 0 .. seeds-1 offset by seed)", 1, 10000),
@@ -210,6 +218,7 @@ class Config:
     metatest: Section
     output: Section
     solver: Section
+    theory: Section
     simulation: Section
     raw: Mapping[str, Mapping[str, Any]]
 

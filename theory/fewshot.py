@@ -33,9 +33,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from theory.anil import chain_to_overlaps, meta_gradient, meta_loss
-from theory.fields import error_blocks, field_covariance, task_basis
-from theory.fourpoint import four_point, pair_i4
+from theory.activation import g, g_prime
+from theory.anil import chain_to_overlaps, meta_gradient, meta_loss, metatest_errors
+from theory.config import Config
+from theory.erf_kernels import J2
+from theory.fields import (
+    diffusion_from_moments,
+    error_blocks,
+    field_covariance,
+    signed_i4_tensor,
+    task_basis,
+)
+from theory.fourpoint import four_point, pair_i4, path_rule
+from theory.state import pack, unpack
+from theory.system import ODESystem
 
 _PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
 
@@ -176,3 +187,244 @@ def one_step_loss_and_gradient(Q, R, T, w, u0, task_std, noise, inner_lr, P, sec
     cbar[K:] = -u0
     dxi_dw = 2.0 * (Yp @ cbar)[:K] - 2.0 * C @ Cv0
     return loss, G + G2 + G3, H + H2 + H3, wbar + coef * dxi_dw
+
+
+@njit(cache=True)
+def _inner_forward(phi, y, w, inner_lr, steps):
+    """Heads w^(0..s) of the inner loop on the support set (phi: P x K features, y: labels)."""
+    P, K = phi.shape
+    ws = np.empty((steps + 1, K))
+    ws[0] = w
+    for r in range(steps):
+        resid = phi @ ws[r] - y
+        ws[r + 1] = ws[r] - (inner_lr / P) * (phi.T @ resid)
+    return ws
+
+
+@njit(cache=True)
+def _inner_backward(phi, y, ws, inner_lr, wbar_s):
+    """Reverse pass of ``_inner_forward``: cotangent on w^(s) -> (phibar (P x K), wbar^(0))."""
+    P, K = phi.shape
+    steps = ws.shape[0] - 1
+    phibar = np.zeros((P, K))
+    wb = wbar_s.copy()
+    for r in range(steps - 1, -1, -1):
+        resid = phi @ ws[r] - y
+        proj = phi @ wb
+        for p in range(P):
+            phibar[p] -= (inner_lr / P) * (wb * resid[p] + proj[p] * ws[r])
+        wb = wb - (inner_lr / P) * (phi.T @ proj)
+    return phibar, wb
+
+
+@njit(cache=True)
+def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query, second_order,
+                      xi_task, xi_fields, zeta, nodes, weights):
+    """Monte Carlo (common random numbers) over tasks and support fields of every ODE term.
+
+    For sample i: u = u0 + task_std xi_task[i], support fields z_p = L xi_fields[i, p] with
+    Omega = L L^T, labels y_p = u . g(nu_p) + noise zeta[i, p]; the inner loop gives w' and the
+    query loss has the exact mean eps(w'; u) and gradient gbar = C w' - D u at w'. Returns the means
+    over samples of:
+      loss            eps(w'; u), and its standard error;
+      Cbar, Dbar      1/2 w' w'^T and -w' u^T (the query-field part of the J gradient);
+      SQ, SR, wbar    sum_p lambdabar_p lambda_p^T, sum_p lambdabar_p nu_p^T and dL/dw (second
+                      order: backpropagated through the inner loop; first order: SQ = SR = 0,
+                      wbar = gbar);
+      M4, M2          E[y_k y_l y_a y_b], E[y_k y_l] of y = (w', u) (query part of Phi);
+      SD              sum_p E[lambdabar_p lambdabar_p^T] over the query noise: lambdabar_p is
+                      linear in the task's query gradient ghat = mean_q Delta_q g(lambda_q), whose
+                      second moment is gbar gbar^T + (sum_ab c_a c_b F_..ab + noise^2 C
+                      - gbar gbar^T) / query (support part of Phi, second order only);
+      and the standard error of tr(Phi_query / query + SD) per unit of its mean.
+    """
+    K, M = R.shape
+    n = K + M
+    C, D, E = error_blocks(Q, R, T)
+    omega = field_covariance(Q, R, T)
+    L = np.linalg.cholesky(omega + 1e-300 * np.eye(n))
+    W = signed_i4_tensor(omega, K)
+    F = four_point_tensor(omega, K, nodes, weights) if second_order else np.zeros((K, K, n, n))
+    n_mc = xi_task.shape[0]
+    loss_sum = loss_sq = 0.0
+    Cbar = np.zeros((K, K))
+    Dbar = np.zeros((K, M))
+    SQ = np.zeros((K, K))
+    SR = np.zeros((K, M))
+    wbar = np.zeros(K)
+    M4 = np.zeros((K, K, n, n))
+    M2 = np.zeros((K, K))
+    SD = np.zeros((K, K))
+    tr_sum = tr_sq = 0.0
+    y_pair = np.empty(n)
+    c = np.empty(n)
+    for i in range(n_mc):
+        u = u0 + task_std * xi_task[i]
+        z = xi_fields[i] @ L.T  # P x n
+        lam = z[:, :K]
+        phi = np.empty((P, K))
+        gp = np.empty((P, K))
+        for p in range(P):
+            for k in range(K):
+                phi[p, k] = g(lam[p, k])
+                gp[p, k] = g_prime(lam[p, k])
+        labels = np.empty(P)
+        for p in range(P):
+            acc = 0.0
+            for m in range(M):
+                acc += u[m] * g(z[p, K + m])
+            labels[p] = acc + noise * zeta[i, p]
+        ws = _inner_forward(phi, labels, w, inner_lr, steps)
+        wp = ws[steps]
+        gbar = C @ wp - D @ u
+        eps = 0.5 * wp @ (C @ wp) - wp @ (D @ u) + 0.5 * u @ (E @ u)
+        loss_sum += eps
+        loss_sq += eps * eps
+        Cbar += 0.5 * np.outer(wp, wp)
+        Dbar -= np.outer(wp, u)
+        y_pair[:K] = wp
+        y_pair[K:] = u
+        c[:K] = wp
+        c[K:] = -u
+        tr_i = 0.0
+        for k in range(K):
+            for l in range(K):
+                yy = y_pair[k] * y_pair[l]
+                M2[k, l] += yy
+                for a in range(n):
+                    for b in range(n):
+                        M4[k, l, a, b] += yy * y_pair[a] * y_pair[b]
+            j2 = J2(omega[k, k], omega[k, k], omega[k, k])
+            quad = np.sum(W[k, k] * np.outer(y_pair, y_pair)) + noise**2 * j2
+            tr_i += quad * y_pair[k] ** 2 / query
+        if second_order:
+            phibar, w0bar = _inner_backward(phi, labels, ws, inner_lr, gbar)
+            lb = phibar * gp
+            SQ += lb.T @ lam
+            SR += lb.T @ z[:, K:]
+            wbar += w0bar
+            # second moment of the task's query gradient, factorised as V V^T
+            gram = np.outer(gbar, gbar)
+            Eg = np.empty((K, K))
+            for k in range(K):
+                for l in range(K):
+                    Eg[k, l] = (np.sum(F[k, l] * np.outer(c, c)) + noise**2 * C[k, l]
+                                - gram[k, l])
+            vals, vecs = np.linalg.eigh(gram + Eg / query)
+            for j in range(K):
+                if vals[j] <= 0.0:
+                    continue
+                col = vecs[:, j] * np.sqrt(vals[j])
+                pb, _ = _inner_backward(phi, labels, ws, inner_lr, col)
+                lbj = pb * gp
+                SD += lbj.T @ lbj
+                tr_i += np.sum(lbj * lbj)
+        else:
+            wbar += gbar
+        tr_sum += tr_i
+        tr_sq += tr_i * tr_i
+    inv = 1.0 / n_mc
+    loss = loss_sum * inv
+    loss_se = np.sqrt(max(loss_sq * inv - loss * loss, 0.0) * inv)
+    tr_mean = tr_sum * inv
+    tr_rel_se = np.sqrt(max(tr_sq * inv - tr_mean**2, 0.0) * inv) / max(abs(tr_mean), 1e-300)
+    return (loss, loss_se, Cbar * inv, Dbar * inv, SQ * inv, SR * inv, wbar * inv, M4 * inv,
+            M2 * inv, SD * inv, tr_rel_se, W)
+
+
+@njit(cache=True)
+def monte_carlo_adaptation_curve(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, xi_task,
+                                 xi_fields, zeta):
+    """E_{tau,S} eps(w^(r); u) for r = 0..steps on P support examples, and standard errors."""
+    K, M = R.shape
+    n = K + M
+    C, D, E = error_blocks(Q, R, T)
+    L = np.linalg.cholesky(field_covariance(Q, R, T) + 1e-300 * np.eye(n))
+    n_mc = xi_task.shape[0]
+    s1 = np.zeros(steps + 1)
+    s2 = np.zeros(steps + 1)
+    for i in range(n_mc):
+        u = u0 + task_std * xi_task[i]
+        z = xi_fields[i] @ L.T
+        phi = np.empty((P, K))
+        labels = np.empty(P)
+        for p in range(P):
+            for k in range(K):
+                phi[p, k] = g(z[p, k])
+            acc = 0.0
+            for m in range(M):
+                acc += u[m] * g(z[p, K + m])
+            labels[p] = acc + noise * zeta[i, p]
+        ws = _inner_forward(phi, labels, w, inner_lr, steps)
+        for r in range(steps + 1):
+            eps = 0.5 * ws[r] @ (C @ ws[r]) - ws[r] @ (D @ u) + 0.5 * u @ (E @ u)
+            s1[r] += eps
+            s2[r] += eps * eps
+    mean = s1 / n_mc
+    return mean, np.sqrt(np.maximum(s2 / n_mc - mean * mean, 0.0) / n_mc)
+
+
+def common_random_numbers(n_tasks: int, P: int, K: int, M: int,
+                          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standard normals (task heads xi, support fields, label noise) reused at every state."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n_tasks, M)), rng.standard_normal((n_tasks, P, K + M)),
+            rng.standard_normal((n_tasks, P)))
+
+
+class FewShotANILSystem(ODESystem):
+    """The ANIL ODEs with P support examples per task (module docstring).
+
+    inner_steps = 1: loss and drift exact (four-point moments by quadrature); the diffusion term
+    by Monte Carlo. inner_steps > 1: loss, drift and diffusion by Monte Carlo over
+    ``theory.mc_tasks`` support sets with common random numbers. The observables
+    ``error_mc_stderr`` (0 where exact) and ``diffusion_mc_rel_stderr`` report the Monte Carlo
+    error at every record.
+    """
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        te, tr, th = config.teacher, config.training, config.theory
+        self.u0 = np.ascontiguousarray(te.u0, dtype=float)
+        self.task_std, self.noise = float(te.task_std), float(te.noise)
+        self.inner_lr, self.steps, self.P = float(tr.inner_lr), int(tr.inner_steps), tr.support
+        self.second = tr.order == "second"
+        self.lr, self.lr_head = float(tr.lr), float(tr.lr_head)
+        self.query, self.meta_batch = int(tr.query), int(tr.meta_batch)
+        self.nodes, self.weights = path_rule(th.quadrature_nodes)
+        self.crn = common_random_numbers(th.mc_tasks, self.P, self.K, self.M, th.mc_seed)
+
+    def _terms(self, Q, R, w):
+        return monte_carlo_terms(Q, R, self.T, w, self.u0, self.task_std, self.noise,
+                                 self.inner_lr, self.steps, self.P, self.query, self.second,
+                                 *self.crn, self.nodes, self.weights)
+
+    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
+        Q, R, w = unpack(y, self.K, self.M)
+        (_, _, Cbar, Dbar, SQ, SR, wbar, M4, M2, SD, _, W) = self._terms(Q, R, w)
+        if self.steps == 1:
+            _, G, H, wbar = one_step_loss_and_gradient(
+                Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.P,
+                self.second, self.nodes, self.weights)
+            SQ, SR = np.zeros_like(SQ), np.zeros_like(SR)
+        else:
+            G, H = chain_to_overlaps(Q, R, self.T, Cbar, Dbar)
+        omega = field_covariance(Q, R, self.T)
+        phi = (diffusion_from_moments(omega, W, M4, M2, self.noise) / self.query + SD)
+        X = 2.0 * G @ Q + H @ R.T + SQ
+        dQ = -self.lr * (X + X.T) + self.lr**2 / self.meta_batch * phi
+        dR = -self.lr * (2.0 * G @ R + H @ self.T + SR)
+        return pack(dQ, dR, -self.lr_head * wbar)
+
+    def observables(self, y: np.ndarray) -> dict[str, float]:
+        Q, R, w = unpack(y, self.K, self.M)
+        loss, loss_se, *_, tr_rel_se, _ = self._terms(Q, R, w)
+        if self.steps == 1:
+            loss_se = 0.0
+            loss = one_step_loss_and_gradient(
+                Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.P,
+                self.second, self.nodes, self.weights)[0]
+        before = metatest_errors(Q, R, self.T, w, self.u0, self.task_std, self.inner_lr, 0)[0]
+        return {"error": float(loss), "error_before_adaptation": float(before),
+                "error_mc_stderr": float(loss_se), "diffusion_mc_rel_stderr": float(tr_rel_se),
+                **self.common_observables(Q, R, w)}

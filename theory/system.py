@@ -28,11 +28,6 @@ class ODESystem(ABC):
         self.config = config
         self.K, self.M = config.K, config.M
         self.T = np.ascontiguousarray(config.teacher.T, dtype=float)
-        for key in ("training.support", "metatest.support"):
-            section, name = key.split(".")
-            if getattr(getattr(config, section), name) != "population":
-                raise ConfigError(key, "a finite support set has no ODE theory in this version "
-                                       "(simulate it, or use \"population\")")
 
     def initial_state(self) -> np.ndarray:
         s = self.config.student
@@ -61,14 +56,22 @@ class ODESystem(ABC):
         """Meta-test curve at state y: E_tau eps(w^(r); u_tau) for r = 0..S test adaptation steps.
 
         A fresh task is adapted from the head w with metatest.inner_lr on the population support
-        loss (``theory.anil.metatest_errors``); S = metatest.inner_steps.
+        loss (``theory.anil.metatest_errors``, exact) or on metatest.support examples (Monte Carlo
+        over theory.mc_tasks support sets, ``theory.fewshot``); S = metatest.inner_steps.
         """
         from theory.anil import metatest_errors
+        from theory.fewshot import common_random_numbers, monte_carlo_adaptation_curve
 
-        mt, te = self.config.metatest, self.config.teacher
+        mt, te, th = self.config.metatest, self.config.teacher, self.config.theory
         Q, R, w = unpack(y, self.K, self.M)
-        return metatest_errors(Q, R, self.T, w, np.asarray(te.u0, float), float(te.task_std),
-                               float(mt.inner_lr), int(mt.inner_steps))
+        u0, task_std = np.asarray(te.u0, float), float(te.task_std)
+        if mt.support == "population":
+            return metatest_errors(Q, R, self.T, w, u0, task_std, float(mt.inner_lr),
+                                   int(mt.inner_steps))
+        crn = common_random_numbers(th.mc_tasks, mt.support, self.K, self.M, th.mc_seed + 1)
+        return monte_carlo_adaptation_curve(Q, R, self.T, w, u0, task_std, float(te.noise),
+                                            float(mt.inner_lr), int(mt.inner_steps),
+                                            mt.support, *crn)[0]
 
     def invalid(self, y: np.ndarray) -> str:
         """Why y is not a valid state ('' if it is): non-finite, runaway, or not a covariance."""
@@ -112,9 +115,13 @@ def build_system(config: Config) -> ODESystem:
         from theory.sgd import SGDSystem
 
         return SGDSystem(config)
-    if algorithm == "anil":
+    if algorithm == "anil" and config.training.support == "population":
         from theory.anil import ANILSystem
 
         return ANILSystem(config)
+    if algorithm == "anil":
+        from theory.fewshot import FewShotANILSystem
+
+        return FewShotANILSystem(config)
     raise ConfigError("training.algorithm",
                       f"{algorithm!r} has no ODE theory in this version (simulation only)")
