@@ -34,7 +34,13 @@ import numpy as np
 from numba import njit
 
 from theory.activation import g, g_prime
-from theory.anil import chain_to_overlaps, meta_gradient, meta_loss, metatest_errors
+from theory.anil import (
+    chain_to_overlaps,
+    inner_loop,
+    meta_gradient,
+    meta_loss,
+    metatest_errors,
+)
 from theory.config import Config
 from theory.erf_kernels import J2
 from theory.fields import (
@@ -140,6 +146,44 @@ def second_moment_of_signs(w: np.ndarray, u0: np.ndarray, task_std: float) -> np
 
 
 @njit(cache=True)
+def support_fluctuation(C, D, F, w, u0, task_std, noise):
+    """Moments of the one-step support gradient ghat0 = mean_p phi_p Delta0_p (module docstring).
+
+    Returns (E[c c^T], Y, v0, E_u[v v^T], Xi) with Y_kl = sum_ab E[c_a c_b] F_klab, v0 = C w - D u0
+    and Xi = E_u[sum_kl C_kl (Y_kl + noise^2 C_kl) - v^T C v], so that P Cov_S(ghat0) averaged over
+    tasks is Y + noise^2 C - E_u[v v^T] and E_u tr(C Cov_S ghat0) = Xi / P.
+    """
+    K = C.shape[0]
+    M2 = second_moment_of_signs(w, u0, task_std)
+    Y = np.zeros((K, K))
+    for k in range(K):
+        for l in range(K):
+            Y[k, l] = np.sum(M2 * F[k, l])
+    v0 = C @ w - D @ u0
+    DDt = D @ D.T
+    Evv = np.outer(v0, v0) + task_std**2 * DDt
+    xi = np.sum(C * (Y + noise**2 * C)) - v0 @ C @ v0 - task_std**2 * np.sum(C * DDt)
+    return M2, Y, v0, Evv, xi
+
+
+@njit(cache=True)
+def one_step_test_quadratic(Q, R, T, w, u0, task_std, noise, P, nodes, weights):
+    """(L0, b, a) with E_{tau,S} eps(w - eta ghat0; u) = L0 - eta b + 1/2 eta^2 a, exactly:
+    b = E_u |v|^2 and a = E_u[v^T C v] + Xi / P (P = 0 means the population support, Xi / P = 0).
+    The error after one test step is minimal at eta* = b / a."""
+    K = R.shape[0]
+    C, D, E = error_blocks(Q, R, T)
+    F = four_point_tensor(field_covariance(Q, R, T), K, nodes, weights)
+    _, _, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
+    U, S = task_basis(u0, task_std)
+    Zs = inner_loop(C, D, w, U, 0.0, 0)
+    L0 = meta_loss(Zs[0], C, D, E, U, S)
+    b = np.trace(Evv)
+    a = np.sum(C * Evv) + (xi / P if P > 0 else 0.0)
+    return L0, b, a
+
+
+@njit(cache=True)
 def one_step_loss_and_gradient(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order,
                                nodes, weights):
     """(L_P, G, H, wbar) for inner_steps = 1 on P support examples, exact (module docstring)."""
@@ -150,16 +194,8 @@ def one_step_loss_and_gradient(Q, R, T, w, u0, task_std, noise, inner_lr, P, sec
     loss = meta_loss(Zs[1], C, D, E, U, S)
     omega = field_covariance(Q, R, T)
     F = four_point_tensor(omega, K, nodes, weights)
-    M2 = second_moment_of_signs(w, u0, task_std)
-    Y = np.zeros((K, K))  # Y_kl = sum_ab E[c_a c_b] F_klab
-    for k in range(K):
-        for l in range(K):
-            Y[k, l] = np.sum(M2 * F[k, l])
-    v0 = C @ w - D @ u0
-    DDt = D @ D.T
-    Evv = np.outer(v0, v0) + task_std**2 * DDt
+    M2, Y, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
     coef = inner_lr * inner_lr / (2.0 * P)
-    xi = np.sum(C * (Y + noise**2 * C)) - v0 @ C @ v0 - task_std**2 * np.sum(C * DDt)
     loss += coef * xi
     if not second_order:
         # first order: only Cbar = 1/2 E[w' w'^T] changes, by 1/2 Cov_S(w')
