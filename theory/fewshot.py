@@ -44,7 +44,6 @@ from theory.anil import (
 from theory.config import Config
 from theory.erf_kernels import J2
 from theory.fields import (
-    diffusion_from_moments,
     error_blocks,
     field_covariance,
     signed_i4_tensor,
@@ -267,12 +266,15 @@ def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query
       SQ, SR, wbar    sum_p lambdabar_p lambda_p^T, sum_p lambdabar_p nu_p^T and dL/dw (second
                       order: backpropagated through the inner loop; first order: SQ = SR = 0,
                       wbar = gbar);
-      M4, M2          E[y_k y_l y_a y_b], E[y_k y_l] of y = (w', u) (query part of Phi);
-      SD              sum_p E[lambdabar_p lambdabar_p^T] over the query noise: lambdabar_p is
-                      linear in the task's query gradient ghat = mean_q Delta_q g(lambda_q), whose
-                      second moment is gbar gbar^T + (sum_ab c_a c_b F_..ab + noise^2 C
-                      - gbar gbar^T) / query (support part of Phi, second order only);
-      and the standard error of tr(Phi_query / query + SD) per unit of its mean.
+      Phi             the lr^2 term per task (multiply by lr^2 / meta_batch): the query part
+                      E_x[Delta^2 w'_k w'_l g'_k g'_l] / query = y_k y_l (y^T W_kl y + noise^2
+                      J2_kl) / query with y = (w', u) (``theory.fields.signed_i4_tensor``), plus
+                      the support part sum_p E[lambdabar_p lambdabar_p^T] over the query noise
+                      (second order only): lambdabar_p = Jac_p ghat is linear in the task's query
+                      gradient ghat = mean_q Delta_q g(lambda_q), whose second moment is
+                      Gamma = gbar gbar^T (1 - 1/query)
+                              + (sum_ab c_a c_b F_..ab + noise^2 C) / query;
+      and the standard error of tr(Phi) per unit of its mean.
     """
     K, M = R.shape
     n = K + M
@@ -288,9 +290,13 @@ def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query
     SQ = np.zeros((K, K))
     SR = np.zeros((K, M))
     wbar = np.zeros(K)
-    M4 = np.zeros((K, K, n, n))
-    M2 = np.zeros((K, K))
+    PhiQ = np.zeros((K, K))
     SD = np.zeros((K, K))
+    unit = np.eye(K)
+    J2mat = np.empty((K, K))
+    for k in range(K):
+        for l in range(K):
+            J2mat[k, l] = J2(omega[k, k], omega[l, l], omega[k, l])
     tr_sum = tr_sq = 0.0
     y_pair = np.empty(n)
     c = np.empty(n)
@@ -325,36 +331,39 @@ def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query
         tr_i = 0.0
         for k in range(K):
             for l in range(K):
-                yy = y_pair[k] * y_pair[l]
-                M2[k, l] += yy
+                ywy = 0.0  # y^T W[k, l] y
                 for a in range(n):
                     for b in range(n):
-                        M4[k, l, a, b] += yy * y_pair[a] * y_pair[b]
-            j2 = J2(omega[k, k], omega[k, k], omega[k, k])
-            quad = np.sum(W[k, k] * np.outer(y_pair, y_pair)) + noise**2 * j2
-            tr_i += quad * y_pair[k] ** 2 / query
+                        ywy += W[k, l, a, b] * y_pair[a] * y_pair[b]
+                contrib = y_pair[k] * y_pair[l] * (ywy + noise**2 * J2mat[k, l])
+                PhiQ[k, l] += contrib
+                if k == l:
+                    tr_i += contrib / query
         if second_order:
             phibar, w0bar = _inner_backward(phi, labels, ws, inner_lr, gbar)
             lb = phibar * gp
             SQ += lb.T @ lam
             SR += lb.T @ z[:, K:]
             wbar += w0bar
-            # second moment of the task's query gradient, factorised as V V^T
-            gram = np.outer(gbar, gbar)
-            Eg = np.empty((K, K))
+            # Gamma = E[ghat ghat^T] over the task's query examples
+            Gamma = np.empty((K, K))
             for k in range(K):
                 for l in range(K):
-                    Eg[k, l] = (np.sum(F[k, l] * np.outer(c, c)) + noise**2 * C[k, l]
-                                - gram[k, l])
-            vals, vecs = np.linalg.eigh(gram + Eg / query)
+                    cfc = 0.0
+                    for a in range(n):
+                        for b in range(n):
+                            cfc += F[k, l, a, b] * c[a] * c[b]
+                    Gamma[k, l] = (gbar[k] * gbar[l] * (1.0 - 1.0 / query)
+                                   + (cfc + noise**2 * C[k, l]) / query)
+            # lambdabar_p = Jac_p ghat (linear): columns from K unit cotangents
+            jac = np.empty((P, K, K))
             for j in range(K):
-                if vals[j] <= 0.0:
-                    continue
-                col = vecs[:, j] * np.sqrt(vals[j])
-                pb, _ = _inner_backward(phi, labels, ws, inner_lr, col)
-                lbj = pb * gp
-                SD += lbj.T @ lbj
-                tr_i += np.sum(lbj * lbj)
+                pb, _ = _inner_backward(phi, labels, ws, inner_lr, unit[j])
+                jac[:, :, j] = pb * gp
+            for p in range(P):
+                contrib = jac[p] @ Gamma @ jac[p].T
+                SD += contrib
+                tr_i += np.trace(contrib)
         else:
             wbar += gbar
         tr_sum += tr_i
@@ -364,8 +373,8 @@ def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query
     loss_se = np.sqrt(max(loss_sq * inv - loss * loss, 0.0) * inv)
     tr_mean = tr_sum * inv
     tr_rel_se = np.sqrt(max(tr_sq * inv - tr_mean**2, 0.0) * inv) / max(abs(tr_mean), 1e-300)
-    return (loss, loss_se, Cbar * inv, Dbar * inv, SQ * inv, SR * inv, wbar * inv, M4 * inv,
-            M2 * inv, SD * inv, tr_rel_se, W)
+    return (loss, loss_se, Cbar * inv, Dbar * inv, SQ * inv, SR * inv, wbar * inv,
+            PhiQ * inv / query + SD * inv, tr_rel_se)
 
 
 @njit(cache=True)
@@ -437,7 +446,7 @@ class FewShotANILSystem(ODESystem):
 
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
         Q, R, w = unpack(y, self.K, self.M)
-        (_, _, Cbar, Dbar, SQ, SR, wbar, M4, M2, SD, _, W) = self._terms(Q, R, w)
+        (_, _, Cbar, Dbar, SQ, SR, wbar, phi, _) = self._terms(Q, R, w)
         if self.steps == 1:
             _, G, H, wbar = one_step_loss_and_gradient(
                 Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.P,
@@ -445,8 +454,6 @@ class FewShotANILSystem(ODESystem):
             SQ, SR = np.zeros_like(SQ), np.zeros_like(SR)
         else:
             G, H = chain_to_overlaps(Q, R, self.T, Cbar, Dbar)
-        omega = field_covariance(Q, R, self.T)
-        phi = (diffusion_from_moments(omega, W, M4, M2, self.noise) / self.query + SD)
         X = 2.0 * G @ Q + H @ R.T + SQ
         dQ = -self.lr * (X + X.T) + self.lr**2 / self.meta_batch * phi
         dR = -self.lr * (2.0 * G @ R + H @ self.T + SR)
@@ -454,7 +461,7 @@ class FewShotANILSystem(ODESystem):
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)
-        loss, loss_se, *_, tr_rel_se, _ = self._terms(Q, R, w)
+        loss, loss_se, *_, tr_rel_se = self._terms(Q, R, w)
         if self.steps == 1:
             loss_se = 0.0
             loss = one_step_loss_and_gradient(
