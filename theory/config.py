@@ -264,8 +264,10 @@ class Config:
                 data = tomllib.load(fh)
         except FileNotFoundError:
             _fail("config", f"no such file: {path}")
-        except tomllib.TOMLDecodeError as err:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             _fail("config", f"{path} is not valid TOML ({err})")
+        except OSError as err:
+            _fail("config", f"cannot read {path} ({err.strerror or err})")
         return cls.from_dict(data)
 
     @classmethod
@@ -308,7 +310,8 @@ class Config:
         for section, keys in SCHEMA.items():
             for key, spec in keys.items():
                 default = "(see meaning)" if spec.default is None else repr(spec.default)
-                rows.append(f"| `{section}.{key}` | `{default}` | {spec.doc} |")
+                doc = spec.doc.replace("|", "\\|")  # a literal | inside a Markdown table cell
+                rows.append(f"| `{section}.{key}` | `{default}` | {doc} |")
         return "\n".join(rows)
 
 
@@ -345,6 +348,9 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
         _fail("metatest.at", f"meta-times must lie in [0, alpha_max = {tr['alpha_max']:g}]")
     if tr["algorithm"] == "sgd" and t["task_std"] != 0:
         _fail("teacher.task_std", "must be 0 for training.algorithm = 'sgd' (one fixed task)")
+    if v["simulation"]["N"] < K + M:
+        # the K + M rows of J and B must be independent vectors of R^N
+        _fail("simulation.N", f"must be at least K + M = {K + M}, got {v['simulation']['N']}")
 
 
 def _check_symmetric(key: str, arr: np.ndarray, shape: tuple[int, int]) -> None:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from simulations.run import simulate_seed  # noqa: E402
-from theory.config import Config  # noqa: E402
+from simulations.run import simulate_seed
+from theory.config import Config
+from validation.plots import save_figure
 
 
 def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
@@ -52,7 +51,9 @@ def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
 
 def gap_figure(results: dict[str, dict], path: str) -> None:
     """Log-log figure of the gap against N, one series per label (e.g. inner_steps = 1, 2)."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for label, res in results.items():
         N = np.asarray(res["N"], float)
         ax.errorbar(N, res["mean"], yerr=res["stderr"], marker="o", capsize=3,
@@ -63,6 +64,4 @@ def gap_figure(results: dict[str, dict], path: str) -> None:
     ax.set_ylabel(r"$\max_t \|y_{\rm maml} - y_{\rm anil}\|_\infty$")
     ax.set_title("maml vs anil, paired streams")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
