@@ -194,15 +194,22 @@ def test_validate_without_config_runs_the_default(tmp_path, capsys):
     out = tmp_path / "default"
     assert main(["validate", "--N", "300", "--seeds", "2", "--out", str(out), "--quiet"]) == 0
     data = json.loads((out / "validation.json").read_text())
-    assert data["config"]["training"]["algorithm"] == "sgd"
+    assert data["config"]["training"]["algorithm"] == "anil"
     assert data["N"] == 300 and data["n_seeds"] == 2
     (theory,) = read_csv(out / "theory.csv", 2, 2)
     err = dict(zip(theory.alpha, theory.error, strict=True))
-    # the ODE (N -> infinity) of the default: plateau epsilon_g ~ 0.018 over alpha ~ 8 .. 30,
-    # escape to ~1.2e-3 at alpha_max = 80 (bounds are the purpose of the default, not fits)
-    assert 0.015 < err[10.0] < 0.025 and 0.015 < err[30.0] < 0.025
-    assert err[80.0] < 0.1 * err[30.0]
+    spec = dict(zip(theory.alpha, theory.column("specialisation"), strict=True))
+    # the ODE (N -> infinity) of the default: plateau L_meta ~ 0.075 over alpha ~ 15 .. 35 with
+    # unspecialised units, escape to ~0.03 at alpha_max = 80 with specialised units (bounds are
+    # the purpose of the default, not fits)
+    assert 0.07 < err[15.0] < 0.08 and 0.07 < err[30.0] < 0.08
+    assert spec[15.0] < 0.1 and spec[80.0] > 0.8
+    assert err[80.0] < 0.5 * err[30.0]
     assert "error: max |mean - theory|" in capsys.readouterr().out
+    # meta-test curves at the config's metatest.at, for the theory and every seed
+    metatest = np.loadtxt(out / "metatest_theory.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert sorted(set(metatest[:, 0])) == [0.0, 25.0, 80.0]
+    assert (out / "metatest_simulation.csv").exists()
 
 
 def test_diverging_run_exits_1_naming_alpha(tmp_path, capsys):

@@ -4,6 +4,15 @@
     metaode simulate CONFIG [--N N] [--seeds S] --out DIR -> DIR/simulation.csv
     metaode validate [CONFIG] [--N N] [--seeds S] --out DIR
         -> DIR/theory.csv, DIR/simulation.csv, DIR/validation.json, DIR/validation.png
+    metaode validate [CONFIG] --convergence N1,N2,... [--seeds S] --out DIR
+        -> DIR/convergence.json, DIR/convergence.png (deviation from the ODE against N)
+    metaode validate CONFIG --maml-gap N1,N2,... [--seeds S] --out DIR
+        -> DIR/maml_gap.json, DIR/maml_gap.png (maml against anil, inner_steps 1 and 2)
+    metaode validate [CONFIG] --drift A1,A2,... [--N N] [--repeats R] --out DIR
+        -> DIR/drift.json, DIR/drift.png (one-step increments against the ODE at alpha = A_i)
+
+Meta-test curves (error after 0..S test adaptation steps at metatest.at) go to
+DIR/metatest_theory.csv and DIR/metatest_simulation.csv.
 
 Exit status: 0 success; 2 a bad config or bad arguments (one line on stderr naming the key or the
 argument); 1 a failure during the run, e.g. a divergence (what was computed is written, and the
@@ -13,6 +22,7 @@ message says at which alpha).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +35,7 @@ from solvers.integrate import solve
 from theory.config import Config, ConfigError
 from theory.state import column_names
 from theory.system import build_system
-from theory.trajectory import DIVERGED, Trajectory, write_csv
+from theory.trajectory import DIVERGED, Trajectory, write_csv, write_metatest_csv
 from validation.compare import compare, write_json
 from validation.plots import overlay_figure
 
@@ -88,8 +98,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, metavar="CONFIG", nargs="?",
                    help="experiment TOML file (default: the built-in experiment)")
     width_and_seeds(p)
+    study = p.add_mutually_exclusive_group()
+    study.add_argument("--convergence", type=_int_list, metavar="N1,N2,...",
+                       help="deviation of the simulation from the theory against N, with the "
+                       "fitted slope of log D against log N (expected -1/2)")
+    study.add_argument("--maml-gap", type=_int_list, metavar="N1,N2,...",
+                       help="maml against anil on paired streams at these N, for inner_steps "
+                       "1 and 2 (CONFIG's support must be a number P)")
+    study.add_argument("--drift", type=_float_list, metavar="A1,A2,...",
+                       help="local drift check: mean one-step increments of a network against "
+                       "the ODE's right-hand side at these meta-times")
+    p.add_argument("--repeats", type=int, default=20000, metavar="R",
+                   help="continuations per state of --drift (default 20000)")
     common(p)
     return parser
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 2:
+        raise argparse.ArgumentTypeError(f"expected widths N >= 2, got {text!r}")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 0 or not all(map(math.isfinite, values)):
+        raise argparse.ArgumentTypeError(f"expected meta-times alpha >= 0, got {text!r}")
+    return values
 
 
 def load_config(path: Path | None) -> Config:
@@ -142,6 +186,7 @@ def run_solve(args: argparse.Namespace) -> None:
     out = _check_out(args)
     theory, seconds = _solve(config)
     write_csv(out / "theory.csv", [theory])
+    _write_metatest(out / "metatest_theory.csv", [theory])
     if theory.status == DIVERGED:
         raise RunFailed(f"theory: {theory.message} (records up to there in {out / 'theory.csv'})")
     print(f"wrote {out / 'theory.csv'}: {len(theory.alpha)} records, {theory.nfev} right-hand "
@@ -153,6 +198,7 @@ def run_simulate(args: argparse.Namespace) -> None:
     out = _check_out(args)
     sims, seconds = _simulate(config, args.quiet)
     write_csv(out / "simulation.csv", sims)
+    _write_metatest(out / "metatest_simulation.csv", sims)
     failed = _failures(sims, "simulation")
     if failed:
         raise RunFailed("; ".join(failed) + f" (records up to there in {out / 'simulation.csv'})")
@@ -160,13 +206,22 @@ def run_simulate(args: argparse.Namespace) -> None:
           f"{seconds:.1f} s")
 
 
+def _write_metatest(path: Path, runs: list[Trajectory]) -> None:
+    if any(r.metatest for r in runs):
+        write_metatest_csv(path, runs)
+
+
 def run_validate(args: argparse.Namespace) -> None:
     config = _override(load_config(args.config), args)
     out = _check_out(args)
+    if args.convergence or args.maml_gap or args.drift:
+        return _run_study(config, args, out)
     theory, t_theory = _solve(config)
     sims, t_sim = _simulate(config, args.quiet)
     write_csv(out / "theory.csv", [theory])
     write_csv(out / "simulation.csv", sims)
+    _write_metatest(out / "metatest_theory.csv", [theory])
+    _write_metatest(out / "metatest_simulation.csv", sims)
     failed = _failures([theory], "theory") + _failures(sims, "simulation")
     if failed:
         raise RunFailed("; ".join(failed) + f" (records up to there in {out}/theory.csv and "
@@ -187,6 +242,50 @@ def run_validate(args: argparse.Namespace) -> None:
     _summary(figures, column_names(config.K, config.M))
     print(f"wrote {out}/theory.csv, simulation.csv, validation.json, validation.png "
           f"(theory {t_theory:.1f} s, simulation N = {N} x {len(sims)} seeds {t_sim:.1f} s)")
+
+
+def _run_study(config: Config, args: argparse.Namespace, out: Path) -> None:
+    """--convergence, --maml-gap or --drift: one study, its JSON and its figure."""
+    sim = config.simulation
+    seeds = list(range(sim.seed, sim.seed + sim.seeds))
+    progress = not args.quiet
+    if args.convergence:
+        from validation.convergence import convergence_figure, convergence_study
+
+        result = convergence_study(config, args.convergence, seeds, progress)
+        convergence_figure(result, out / "convergence.png")
+        write_json(out / "convergence.json", {**result, "config": config.raw})
+        print(f"deviation from the ODE ~ N^{result['slope']:.3f} "
+              f"(+- {result['slope_stderr']:.3f}); wrote {out}/convergence.json, .png")
+    elif args.maml_gap:
+        from validation.maml_gap import gap_figure, maml_anil_gap
+
+        if config.training.support == "population":
+            raise ConfigError("training.support", "--maml-gap needs a finite support set P")
+        results = {f"inner_steps = {s}": maml_anil_gap(config.replace("training.inner_steps", s),
+                                                       args.maml_gap, seeds, progress)
+                   for s in (1, 2)}
+        gap_figure(results, out / "maml_gap.png")
+        write_json(out / "maml_gap.json", {"config": config.raw, **{
+            k: {**v, "gap": v["gap"].tolist(), "mean": v["mean"].tolist(),
+                "stderr": v["stderr"].tolist()} for k, v in results.items()}})
+        for label, res in results.items():
+            print(f"{label}: gap ~ N^{res['slope']:.2f}, at N = {res['N'][-1]}: "
+                  f"{res['mean'][-1]:.3g}")
+    else:
+        from validation.drift import drift_figure, local_drift_check
+
+        if args.repeats < 2:
+            raise UsageError(f"{PROG} validate: argument --repeats: must be >= 2")
+        checks = [local_drift_check(config, sim.N, a, args.repeats, seed=sim.seed,
+                                    progress=progress) for a in args.drift]
+        drift_figure(checks, out / "drift.png")
+        write_json(out / "drift.json", {"config": config.raw, "checks": [
+            {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in c.items()}
+            for c in checks]})
+        for c in checks:
+            print(f"alpha = {c['alpha0']:g}: max |z| = {abs(c['z']).max():.2f} over "
+                  f"{len(c['z'])} entries ({c['repeats']} continuations, N = {c['N']})")
 
 
 def _summary(figures: dict, state_columns: list[str]) -> None:

@@ -17,6 +17,8 @@ b = (f(2 lr) - 2 f(lr)) / (2 lr^2).
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from simulations.kernels import overlaps
@@ -24,6 +26,7 @@ from simulations.run import make_run
 from theory.config import Config
 from theory.state import column_names, pack
 from theory.system import build_system
+from validation.plots import save_figure
 
 
 def rhs_parts(config: Config, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,3 +91,25 @@ def _summary(samples: np.ndarray, reference: np.ndarray, prefix: str) -> dict:
     key = prefix or ""
     return {f"{key}mean": mean, f"{key}stderr": stderr, f"{key}z": z,
             **({} if prefix else {"rhs": reference})}
+
+
+def drift_figure(checks: list[dict], path: str) -> None:
+    """z = (measured mean increment - ODE) / standard error per state entry, one row of panels
+    per checked meta-time: total, and for one-step windows the drift and the lr^2 term."""
+    parts = [("", "total")] + ([("drift_", "drift"), ("diffusion_", "lr$^2$ term")]
+                               if checks and checks[0]["window"] == 1 else [])
+    fig = Figure(figsize=(4.2 * len(parts), 2.6 * len(checks)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(checks), len(parts), squeeze=False)
+    for row, check in zip(axes, checks, strict=True):
+        names = check["names"]
+        for ax, (prefix, label) in zip(row, parts, strict=True):
+            z = np.asarray(check[f"{prefix}z"])
+            ax.bar(range(len(z)), z, color=np.where(np.abs(z) > 3, "C3", "C0"))
+            ax.axhspan(-3, 3, color="0.9", zorder=0)
+            ax.set_xticks(range(len(z)), names, rotation=90, fontsize=7)
+            ax.set_title(f"alpha = {check['alpha0']:g}: {label}", fontsize=9)
+            ax.set_ylabel("z (Monte Carlo s.e.)")
+    fig.suptitle(f"one-step increments of a network against the ODE (N = {checks[0]['N']}, "
+                 f"{checks[0]['repeats']} continuations); band: |z| < 3")
+    save_figure(fig, path)
