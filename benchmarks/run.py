@@ -1,4 +1,4 @@
-"""Timings of the sgd theory and simulation; writes benchmarks/RESULTS.md.
+"""Timings of the theory and the simulations (sgd, anil); writes benchmarks/RESULTS.md.
 
 Run from the repository root: ``python -m benchmarks.run`` (about 20 s).
 
@@ -6,7 +6,10 @@ Measured, each after one untimed warm-up call (numba compiles or loads its cache
 - the wall and CPU times of ``solve`` for the sgd ODE of K = M = 2 to alpha = 1000 and of K = 8,
   M = 4 to alpha = 100 (default drawn initial condition, lr = lr_head = 0.5, DOP853 at
   rtol = 1e-6, atol = 1e-8, 201 records), median of REPEATS runs;
-- simulation speed: outer sgd steps per second of ``simulate`` at N = 10^4, K = M = 2 (20000 steps
+- the same for the anil ODE (second order, population support, task_std = 0.5,
+  inner_lr = 0.5) of K = M = 2 to alpha = 100 with inner_steps 1 and 5;
+- simulation speed (sgd, and anil with the population support): outer steps per second of
+  ``simulate`` at N = 10^4, K = M = 2 (20000 steps
   per run, two records, so the cost is the steps), median of REPEATS runs, and the ratio of the
   time per step to the time numpy's default Generator needs to draw the step's N inputs,
   ``rng.standard_normal(N)`` (median over DRAW_REPEATS blocks of DRAW_CALLS calls), measured in
@@ -72,34 +75,37 @@ def median_time(fn, repeats: int) -> tuple[float, float, object]:
     return statistics.median(wall), statistics.median(cpu), result
 
 
-def theory_case(K: int, M: int, alpha_max: float) -> dict[str, object]:
+ANIL = {"teacher": {"M": 2, "task_std": 0.5},
+        "training": {"algorithm": "anil", "order": "second", "inner_lr": 0.5, "lr": 0.5,
+                     "lr_head": 0.5}}
+
+
+def theory_case(K: int, M: int, alpha_max: float, algorithm: str = "sgd",
+                inner_steps: int = 1) -> dict[str, object]:
+    """Median time of one theory curve (DOP853, rtol 1e-6, atol 1e-8, 201 records)."""
+    training = {"algorithm": algorithm, "lr": 0.5, "lr_head": 0.5, "alpha_max": alpha_max}
+    teacher = {"M": M}
+    name = f"{algorithm} theory, K = {K}, M = {M}, alpha = 0..{alpha_max:g}, rtol 1e-6"
+    if algorithm == "anil":
+        teacher.update(ANIL["teacher"])
+        training.update(ANIL["training"], inner_steps=inner_steps)
+        name = (f"anil theory (second order, inner_steps {inner_steps}), K = {K}, M = {M}, "
+                f"alpha = 0..{alpha_max:g}, rtol 1e-6")
     config = Config.from_dict({
-        "teacher": {"M": M},
-        "student": {"K": K},
-        "training": {"algorithm": "sgd", "lr": 0.5, "lr_head": 0.5, "alpha_max": alpha_max},
+        "teacher": teacher, "student": {"K": K}, "training": training,
         "solver": {"method": "DOP853", "rtol": 1e-6, "atol": 1e-8},
     })
     system = build_system(config)
     seconds, cpu, traj = median_time(lambda: solve(system), REPEATS)
     if traj.status != 0:
-        raise RuntimeError(f"theory K={K}, M={M} failed: {traj.message}")
-    return {"name": f"sgd theory, K = {K}, M = {M}, alpha = 0..{alpha_max:g}, rtol 1e-6",
-            "seconds": seconds, "cpu": cpu,
+        raise RuntimeError(f"{name} failed: {traj.message}")
+    return {"name": name, "seconds": seconds, "cpu": cpu,
             "detail": f"{traj.nfev} rhs evaluations, {1e6 * seconds / traj.nfev:.1f} us each "
                       f"(incl. records), final error {traj.error[-1]:.3g}"}
 
 
-def simulation_case() -> tuple[dict[str, object], dict[str, object]]:
-    config = Config.from_dict({
-        "teacher": {"M": 2},
-        "student": {"K": 2},
-        "training": {"algorithm": "sgd", "lr": 0.5, "lr_head": 0.5, "alpha_max": SIM_ALPHA},
-        "output": {"points": 2},
-    })
-    steps = int(round(SIM_ALPHA * N_SIM))
-    seconds, cpu, _ = median_time(lambda: simulate(config, N_SIM, [0], progress=False), REPEATS)
-    per_step = seconds / steps
-
+def input_draw() -> dict[str, object]:
+    """Median time of numpy's default Generator drawing the N inputs of one step."""
     rng = np.random.default_rng(0)
     rng.standard_normal(N_SIM)
     blocks, blocks_cpu = [], []
@@ -110,15 +116,29 @@ def simulation_case() -> tuple[dict[str, object], dict[str, object]]:
         blocks.append((time.perf_counter() - start) / DRAW_CALLS)
         blocks_cpu.append((time.process_time() - start_cpu) / DRAW_CALLS)
     per_draw = statistics.median(blocks)
-    sim = {"name": f"sgd simulation, N = {N_SIM}, K = M = 2 ({steps} steps per run)",
-           "seconds": seconds, "cpu": cpu,
-           "detail": f"{1 / per_step:,.0f} steps/s = {1e6 * per_step:.1f} us per step, "
-                     f"{per_step / per_draw:.2f} x the input draw"}
-    draw = {"name": f"numpy default_rng().standard_normal({N_SIM})",
+    return {"name": f"numpy default_rng().standard_normal({N_SIM})",
             "seconds": per_draw, "cpu": statistics.median(blocks_cpu),
             "detail": f"{1e6 * per_draw:.1f} us per call (median of {DRAW_REPEATS} blocks "
                       f"of {DRAW_CALLS} calls)"}
-    return sim, draw
+
+
+def simulation_case(algorithm: str, per_draw: float) -> dict[str, object]:
+    """Steps per second of one seed at N = 10^4, K = M = 2, and the ratio to the input draw."""
+    training = {"algorithm": algorithm, "lr": 0.5, "lr_head": 0.5, "alpha_max": SIM_ALPHA}
+    teacher = {"M": 2}
+    if algorithm == "anil":
+        teacher.update(ANIL["teacher"])
+        training.update(ANIL["training"])
+    config = Config.from_dict({"teacher": teacher, "student": {"K": 2}, "training": training,
+                               "output": {"points": 2}})
+    steps = int(round(SIM_ALPHA * N_SIM))
+    seconds, cpu, _ = median_time(lambda: simulate(config, N_SIM, [0], progress=False), REPEATS)
+    per_step = seconds / steps
+    what = "sgd" if algorithm == "sgd" else "anil (population support, second order)"
+    return {"name": f"{what} simulation, N = {N_SIM}, K = M = 2 ({steps} steps per run)",
+            "seconds": seconds, "cpu": cpu,
+            "detail": f"{1 / per_step:,.0f} steps/s = {1e6 * per_step:.1f} us per step, "
+                      f"{per_step / per_draw:.2f} x the input draw"}
 
 
 def markdown(info: dict[str, str], rows: list[dict[str, object]]) -> str:
@@ -157,7 +177,11 @@ def main() -> None:
     info = machine()
     for key, value in info.items():
         print(f"{key}: {value}")
-    rows = [theory_case(2, 2, 1000.0), theory_case(8, 4, 100.0), *simulation_case()]
+    draw = input_draw()
+    rows = [theory_case(2, 2, 1000.0), theory_case(8, 4, 100.0),
+            theory_case(2, 2, 100.0, "anil", 1), theory_case(2, 2, 100.0, "anil", 5),
+            simulation_case("sgd", draw["seconds"]), simulation_case("anil", draw["seconds"]),
+            draw]
     info["load average (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for row in rows:
         print(f"{row['name']}: {row['seconds'] * 1e3:.3g} ms wall, {row['cpu'] * 1e3:.3g} ms CPU "
