@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from numpy.polynomial.hermite_e import hermegauss
+from states import random_state
 
 from theory.anil import meta_gradient, meta_loss
 from theory.config import Config
@@ -123,16 +124,6 @@ def symbolic_anil(K: int, M: int, s: int):
     return sp.lambdify(args, [L, G2, H2, wbar2, G1, H1, wbar1], modules="numpy", cse=True)
 
 
-def random_point(K: int, M: int, seed: int):
-    """A valid (Q, R, T): blocks of Omega = L L^T / (K + M + 1), L a Gaussian matrix; w, u0."""
-    rng = np.random.default_rng(seed)
-    L = rng.standard_normal((K + M, K + M + 1))
-    omega = L @ L.T / (K + M + 1)
-    omega = 0.5 * (omega + omega.T)
-    return (omega[:K, :K].copy(), omega[:K, K:].copy(), omega[K:, K:].copy(),
-            rng.standard_normal(K), rng.standard_normal(M))
-
-
 def evaluate_symbolic(K, M, s, Q, R, T, w, u0):
     """Numerical values of the symbolic (L, second (G, H, wbar), first (G, H, wbar))."""
     f = symbolic_anil(K, M, s)
@@ -177,7 +168,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
 def test_meta_loss_and_gradient_match_sympy(K: int, M: int, s: int, order: str) -> None:
     """meta_loss and meta_gradient's (G, H, wbar) equal sympy's to RTOL, at two random points."""
     for seed in (1, 2):
-        Q, R, T, w, u0 = random_point(K, M, seed)
+        Q, R, T, w, u0 = random_state(K, M, seed)
         L_sym, second, first = evaluate_symbolic(K, M, s, Q, R, T, w, u0)
         U, S = task_basis(u0, TASK_STD)
         G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, INNER_LR, s, order == "second")
@@ -192,7 +183,7 @@ def test_meta_loss_and_gradient_match_sympy(K: int, M: int, s: int, order: str) 
 @pytest.mark.parametrize(("K", "M", "s"), CASES)
 def test_drift_matches_sympy(K: int, M: int, s: int, order: str) -> None:
     """The ANIL system's drift equals MODEL.md §4's drift assembled from sympy's (G, H, wbar)."""
-    Q, R, T, w, u0 = random_point(K, M, 3)
+    Q, R, T, w, u0 = random_state(K, M, 3)
     _, second, first = evaluate_symbolic(K, M, s, Q, R, T, w, u0)
     G, H, wbar = second if order == "second" else first
     X = 2.0 * G @ Q + H @ R.T
@@ -218,7 +209,7 @@ def test_diffusion_is_the_task_average_of_the_single_task_term(K: int, M: int, s
     with head u and student head w'. E_xi by the tensor 3-point Gauss-Hermite rule, exact here
     (module docstring), so the comparison is to rounding (RTOL).
     """
-    Q, R, T, w, u0 = random_point(K, M, 4)
+    Q, R, T, w, u0 = random_state(K, M, 4)
     _, lr2_part = drift_and_diffusion(K, M, s, "second", Q, R, T, w, u0)
     dQ, dR, dw = unpack(lr2_part, K, M)
     nodes, weights = hermegauss(3)

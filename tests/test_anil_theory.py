@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from states import random_state
 
 from solvers.integrate import solve
 from theory.anil import anil_rhs, inner_loop, meta_gradient, meta_loss, metatest_errors
@@ -35,16 +36,6 @@ SHAPES = [(2, 2), (3, 2), (2, 3)]
 # different closed forms in double precision; measured differences <= 5e-16 relative. 1e-13 is
 # rounding with margin; any mistake in either (a factor, a missing term) is O(1).
 RHS_RTOL = 1e-13
-
-
-def random_state(K: int, M: int, seed: int):
-    """A valid state: (Q, R, T) blocks of Omega = L L^T / (K + M + 1), L Gaussian; w, u0."""
-    rng = np.random.default_rng(seed)
-    L = rng.standard_normal((K + M, K + M + 1))
-    omega = L @ L.T / (K + M + 1)
-    omega = 0.5 * (omega + omega.T)
-    return (omega[:K, :K].copy(), omega[:K, K:].copy(), omega[K:, K:].copy(),
-            rng.standard_normal(K), rng.standard_normal(M))
 
 
 def config(K: int, M: int, Q, R, T, w, u0, **training) -> Config:
