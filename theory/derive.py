@@ -15,6 +15,9 @@ From them (nothing typed in by hand):
 * I2 = E[g(a) g(b)]: Price's theorem, I2 = int_0^c J2 dc' (I2 = 0 at c = 0 because g is odd).
 * I3 = E[g'(a) b g(c)]: tilting on a, then Stein's lemma on b, then tilting on c.
 * I4 = E[g'(a) g'(b) g(c) g(d)]: tilting on (a, b), then I2 under the tilted covariance.
+* Gradients of J2, I3, I4 with respect to all their covariance entries (``sympy.diff`` of the
+  derived expressions), for the exact Jacobian of the ODEs (``theory.jacobian``): one kernel per
+  integral returning the tuple of partial derivatives in argument order.
 
 ``python -m theory.derive`` writes the numba kernels to ``theory/erf_kernels.py``;
 ``tests/test_derivation.py`` re-derives them and checks that the committed file is current.
@@ -105,6 +108,13 @@ def derive_I2_gradient() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     return tuple(sp.simplify(sp.diff(I2, s)) for s in (C[0, 0], C[1, 1], C[0, 1]))
 
 
+def derive_gradient(expr: sp.Expr, n: int) -> tuple[sp.Expr, ...]:
+    """Partial derivatives of an integral of n fields with respect to its kernel arguments
+    (diagonals c11..cnn, then c12, c13, ..., row-major). An off-diagonal symbol c_ij stands for
+    both C_ij and C_ji, so d/dc_ij is the derivative along the symmetric perturbation."""
+    return tuple(sp.diff(expr, s) for s in _args(n))
+
+
 def _args(n: int) -> list[sp.Symbol]:
     C = covariance(n)
     diag = [C[i, i] for i in range(n)]
@@ -112,18 +122,25 @@ def _args(n: int) -> list[sp.Symbol]:
     return diag + off
 
 
-def _function_source(name: str, expr: sp.Expr, args: list[sp.Symbol], doc: str) -> str:
-    """numba source of one scalar kernel, common subexpressions eliminated."""
-    replacements, (reduced,) = sp.cse(
-        [expr], symbols=sp.numbered_symbols("t"), optimizations="basic"
-    )
+def _function_source(name: str, expr: sp.Expr | tuple[sp.Expr, ...], args: list[sp.Symbol],
+                     doc: str) -> str:
+    """numba source of one kernel, common subexpressions eliminated; a tuple of expressions
+    (a gradient) becomes one kernel returning the tuple, sharing the subexpressions."""
+    exprs = list(expr) if isinstance(expr, tuple) else [expr]
+    replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations="basic")
     lines = [
         "@njit(cache=True)",
         f"def {name}({', '.join(str(a) for a in args)}):",
         f'    """{doc}"""',
     ]
     lines += [f"    {lhs} = {_code(rhs)}" for lhs, rhs in replacements]
-    lines.append(f"    return {_code(reduced)}")
+    if isinstance(expr, tuple):
+        lines.append("    return (")
+        # A vanishing partial is written 0.0 so that numba sees a tuple of floats.
+        lines += [f"        {_code(r) if r != 0 else '0.0'}," for r in reduced]
+        lines.append("    )")
+    else:
+        lines.append(f"    return {_code(reduced[0])}")
     return "\n".join(lines)
 
 
@@ -152,17 +169,24 @@ def _asin(x):
 '''
 
 
-def kernel_specs() -> list[tuple[str, sp.Expr, list[sp.Symbol], str]]:
-    """Every kernel: (name, sympy expression, argument symbols, docstring)."""
+def kernel_specs() -> list[tuple[str, sp.Expr | tuple[sp.Expr, ...], list[sp.Symbol], str]]:
+    """Every kernel: (name, sympy expression or tuple of them, argument symbols, docstring)."""
     dI2 = derive_I2_gradient()
+    J2, I3, I4 = derive_J2(), derive_I3(), derive_I4()
     return [
-        ("J2", derive_J2(), _args(2), "J2 = E[g'(z1) g'(z2)], z ~ N(0, C)."),
+        ("J2", J2, _args(2), "J2 = E[g'(z1) g'(z2)], z ~ N(0, C)."),
         ("I2", derive_I2(), _args(2), "I2 = E[g(z1) g(z2)], z ~ N(0, C)."),
         ("dI2_dc11", dI2[0], _args(2), "dI2/dc11 at fixed c22, c12."),
         ("dI2_dc22", dI2[1], _args(2), "dI2/dc22 at fixed c11, c12."),
         ("dI2_dc12", dI2[2], _args(2), "dI2/dc12 at fixed c11, c22 (= J2, Price's theorem)."),
-        ("I3", derive_I3(), _args(3), "I3 = E[g'(z1) z2 g(z3)], z ~ N(0, C)."),
-        ("I4", derive_I4(), _args(4), "I4 = E[g'(z1) g'(z2) g(z3) g(z4)], z ~ N(0, C)."),
+        ("I3", I3, _args(3), "I3 = E[g'(z1) z2 g(z3)], z ~ N(0, C)."),
+        ("I4", I4, _args(4), "I4 = E[g'(z1) g'(z2) g(z3) g(z4)], z ~ N(0, C)."),
+        ("J2_gradient", derive_gradient(J2, 2), _args(2),
+         "(dJ2/dc11, dJ2/dc22, dJ2/dc12)."),
+        ("I3_gradient", derive_gradient(I3, 3), _args(3),
+         "(dI3/dc11, dI3/dc22, dI3/dc33, dI3/dc12, dI3/dc13, dI3/dc23)."),
+        ("I4_gradient", derive_gradient(I4, 4), _args(4),
+         "(dI4/dc11, ..., dI4/dc44, dI4/dc12, dI4/dc13, dI4/dc14, dI4/dc23, dI4/dc24, dI4/dc34)."),
     ]
 
 

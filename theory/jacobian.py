@@ -1,0 +1,176 @@
+"""Jacobians df/dy of the ODE right-hand sides f(y) = dy/dalpha, y = pack(Q, R, w).
+
+sgd (``sgd_jacobian``): exact, by the chain rule through the sympy-derived gradients of the
+elementary integrals (``theory.derive``: J2_gradient, I3_gradient, I4_gradient, dI2_dc..). Every
+integral is a function of entries Omega_pq of the field covariance, and each entry is a coordinate
+of y (Q_pq for two student fields, R_km for a student and a teacher field) or a constant (T), so
+
+    d I(Omega_{p1 q1}, ..., Omega_{pr qr}) / dy_i = sum_j dI/dc_j [index(p_j, q_j) = i].
+
+With c = (w, -u), the sgd right-hand side (``theory.sgd``) is
+
+    dQ_kl = -lr [w_k F_kl + w_l F_lk] + lr^2 / B w_k w_l P_kl,   dR_km = -lr w_k F_k,K+m,
+    dw_k  = -lr_head sum_a c_a I2(k, a),
+    F_kb  = sum_a c_a I3(k, b, a),   P_kl = sum_ab c_a c_b I4(k, l, a, b) + noise^2 J2(k, l),
+
+and its Jacobian follows by the product rule (dc_a / dw_a = 1 for a < K; I4 is symmetric in its
+last two fields, so d P_kl / dw_a = 2 sum_b c_b I4(k, l, a, b) + the chain through Omega).
+
+Other systems (anil, few-shot anil): ``central_difference_jacobian`` of the exact right-hand side,
+column i = [f(y + h_i e_i) - f(y - h_i e_i)] / (2 h_i) with h_i = 6e-6 max(1, |y_i|), about
+eps^(1/3) for double precision eps = 2.2e-16: the truncation error h^2 f''' / 6 and the rounding
+error eps |f| / h are then both ~1e-11 relative to the O(1) derivatives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from theory.erf_kernels import (
+    I3,
+    I4,
+    J2,
+    I3_gradient,
+    I4_gradient,
+    J2_gradient,
+    dI2_dc11,
+    dI2_dc12,
+    dI2_dc22,
+)
+from theory.fields import field_covariance, i2_matrix
+from theory.state import unpack
+from theory.system import ODESystem
+
+#: Relative step of ``central_difference_jacobian`` (~ eps^(1/3), see the module docstring).
+CENTRAL_DIFFERENCE_STEP = 6e-6
+
+
+@njit(cache=True)
+def state_index(K: int, M: int) -> np.ndarray:
+    """index[p, q]: the position in y of Omega_pq (Q_pq for p, q < K, R_p,q-K for a student and a
+    teacher field, in either order), -1 for a teacher-teacher entry (T, a constant)."""
+    n = K + M
+    index = -np.ones((n, n), dtype=np.int64)
+    i = 0
+    for k in range(K):
+        for l in range(k, K):
+            index[k, l] = index[l, k] = i
+            i += 1
+    for k in range(K):
+        for m in range(M):
+            index[k, K + m] = index[K + m, k] = i
+            i += 1
+    return index
+
+
+@njit(cache=True)
+def _scatter(row: np.ndarray, index: np.ndarray, coef: float, grad, ps, qs) -> None:
+    """row[index[ps[j], qs[j]]] += coef * grad[j] for every argument j that is a coordinate."""
+    for j in range(len(ps)):
+        i = index[ps[j], qs[j]]
+        if i >= 0:
+            row[i] += coef * grad[j]
+
+
+@njit(cache=True)
+def sgd_jacobian(y: np.ndarray, K: int, M: int, T: np.ndarray, u: np.ndarray, noise: float,
+                 lr: float, lr_head: float, batch: int) -> np.ndarray:
+    """Exact Jacobian d(sgd_rhs)/dy at y (the arguments of ``theory.sgd.sgd_rhs``)."""
+    Q, R, w = unpack(y, K, M)
+    omega = field_covariance(Q, R, T)
+    n = K + M
+    size = y.shape[0]
+    iw = size - K  # position of w_0 in y
+    index = state_index(K, M)
+    c = np.empty(n)
+    c[:K] = w
+    c[K:] = -u
+
+    # F_kb = sum_a c_a I3(k, b, a) and its gradient dF[k, b, :]
+    F = np.zeros((K, n))
+    dF = np.zeros((K, n, size))
+    for k in range(K):
+        for b in range(n):
+            for a in range(n):
+                args = (omega[k, k], omega[b, b], omega[a, a], omega[k, b], omega[k, a],
+                        omega[b, a])
+                value = I3(*args)
+                F[k, b] += c[a] * value
+                _scatter(dF[k, b], index, c[a], I3_gradient(*args),
+                         (k, b, a, k, k, b), (k, b, a, b, a, a))
+                if a < K:
+                    dF[k, b, iw + a] += value
+
+    # P_kl = sum_ab c_a c_b I4(k, l, a, b) + noise^2 J2(k, l) and its gradient, k <= l
+    P = np.zeros((K, K))
+    dP = np.zeros((K, K, size))
+    for k in range(K):
+        for l in range(k, K):
+            for a in range(n):
+                cI4 = 0.0  # sum_b c_b I4(k, l, a, b)
+                for b in range(n):
+                    args = (omega[k, k], omega[l, l], omega[a, a], omega[b, b], omega[k, l],
+                            omega[k, a], omega[k, b], omega[l, a], omega[l, b], omega[a, b])
+                    value = I4(*args)
+                    cI4 += c[b] * value
+                    _scatter(dP[k, l], index, c[a] * c[b], I4_gradient(*args),
+                             (k, l, a, b, k, k, k, l, l, a), (k, l, a, b, l, a, b, a, b, b))
+                P[k, l] += c[a] * cI4
+                if a < K:
+                    dP[k, l, iw + a] += 2.0 * cI4
+            args2 = (omega[k, k], omega[l, l], omega[k, l])
+            P[k, l] += noise * noise * J2(*args2)
+            _scatter(dP[k, l], index, noise * noise, J2_gradient(*args2), (k, l, k), (k, l, l))
+
+    jac = np.zeros((size, size))
+    diffusion = lr * lr / batch
+    for k in range(K):
+        for l in range(k, K):
+            row = jac[index[k, l]]
+            row += -lr * (w[k] * dF[k, l] + w[l] * dF[l, k]) + diffusion * w[k] * w[l] * dP[k, l]
+            row[iw + k] += -lr * F[k, l] + diffusion * w[l] * P[k, l]
+            row[iw + l] += -lr * F[l, k] + diffusion * w[k] * P[k, l]
+        for m in range(M):
+            row = jac[index[k, K + m]]
+            row += -lr * w[k] * dF[k, K + m]
+            row[iw + k] += -lr * F[k, K + m]
+
+    # dw_k = -lr_head sum_a c_a I2(k, a)
+    i2 = i2_matrix(omega)
+    for k in range(K):
+        row = jac[iw + k]
+        for a in range(n):
+            args2 = (omega[k, k], omega[a, a], omega[k, a])
+            grad = (dI2_dc11(*args2), dI2_dc22(*args2), dI2_dc12(*args2))
+            _scatter(row, index, -lr_head * c[a], grad, (k, a, k), (k, a, a))
+            if a < K:
+                row[iw + a] -= lr_head * i2[k, a]
+    return jac
+
+
+def central_difference_jacobian(system: ODESystem, y: np.ndarray,
+                                rel_step: float = CENTRAL_DIFFERENCE_STEP) -> np.ndarray:
+    """Central differences of ``system.rhs``: column i = [f(y + h_i e_i) - f(y - h_i e_i)]
+    / (2 h_i), h_i = rel_step max(1, |y_i|) (module docstring: error ~1e-11 relative at the
+    default step)."""
+    y = np.asarray(y, dtype=float)
+    jac = np.empty((y.size, y.size))
+    for i in range(y.size):
+        h = rel_step * max(1.0, abs(y[i]))
+        up, down = y.copy(), y.copy()
+        up[i] += h
+        down[i] -= h
+        jac[:, i] = (system.rhs(0.0, up) - system.rhs(0.0, down)) / (2.0 * h)
+    return jac
+
+
+def jacobian(system: ODESystem, y: np.ndarray) -> np.ndarray:
+    """df/dy of ``system`` at y: exact for sgd (``sgd_jacobian``), central differences of the exact
+    right-hand side for every other system (``central_difference_jacobian``)."""
+    from theory.sgd import SGDSystem
+
+    y = np.ascontiguousarray(y, dtype=float)
+    if isinstance(system, SGDSystem):
+        return sgd_jacobian(y, *system.args)
+    return central_difference_jacobian(system, y)
