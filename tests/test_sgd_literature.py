@@ -23,6 +23,7 @@ import pytest
 from scipy import optimize
 
 from simulations.run import simulate
+from solvers.fixedpoints import symmetric_plateau
 from solvers.integrate import solve
 from theory.config import Config
 from theory.state import pack, unpack
@@ -58,10 +59,13 @@ def symmetric_state(Q: float, C: float, R: float) -> np.ndarray:
 
 
 def symmetric_fixed_point(lr: float) -> tuple[np.ndarray, float]:
-    """Fixed point (Q, C, R) of the full sgd ODE (drift and lr^2 term) in the symmetric subspace.
+    """Fixed point (Q, C, R) of the full sgd ODE (drift and lr^2 term) in the symmetric subspace,
+    continued from Saad & Solla's lr -> 0 point (Newton from it).
 
     The subspace is invariant (permutation symmetry of the units), so dQ_00 = dQ_01 = dR_00 = 0 are
-    the three conditions. Returns the point and its error.
+    the three conditions. Returns the point and its error. At finite lr there is a second symmetric
+    fixed point, the one the trajectory sits on (tests/test_fixedpoints.py): the lr^2 term keeps
+    the student vectors apart there (Q_kk > Q_kl); see ``test_theory_plateau_height_and_escape``.
     """
     system = build_system(committee_config(lr, 0.5 * np.eye(K_SC), np.zeros((K_SC, K_SC))))
 
@@ -93,9 +97,9 @@ def test_symmetric_fixed_point_is_saad_solla():
 @pytest.fixture(scope="module")
 def plateau_run():
     # Q0 = 0.5 I, tiny random R0 (the initial asymmetry): the smaller it is, the longer the plateau
-    # (escape ~ log(1 / asymmetry) / (unstable eigenvalue ~ 5e-3)); 1e-6 gives a plateau of
-    # length ~2000 in alpha, long enough for the slow (algebraic: the fixed point is degenerate
-    # at lr -> 0) approach along the plateau to come within 0.1 % of the fixed point's error.
+    # (escape ~ log(1 / asymmetry) / (unstable eigenvalue ~ 4.5e-3)); 1e-6 gives a plateau of
+    # length ~2000 in alpha, long enough for the slow approach along the plateau fixed point's
+    # weakly attracting symmetric mode (eigenvalue -2.6e-4) to come within 0.1 % of its error.
     R0 = 1e-6 * np.random.default_rng(0).standard_normal((K_SC, K_SC))
     config = committee_config(LR_SC, 0.5 * np.eye(K_SC), R0)
     theory = solve(build_system(config))
@@ -111,7 +115,6 @@ def _r_spread(theory) -> np.ndarray:
 
 def test_theory_plateau_height_and_escape(plateau_run):
     config, theory = plateau_run
-    _, eps_star = symmetric_fixed_point(LR_SC)
     err, alpha, spread = theory.error, theory.alpha, _r_spread(theory)
 
     # Symmetric phase: all R_km equal to within 1e-2 (they are ~0.26; a specialised R has spread
@@ -119,6 +122,11 @@ def test_theory_plateau_height_and_escape(plateau_run):
     symmetric = spread < 1e-2
     last = int(np.nonzero(symmetric)[0].max())
     assert symmetric[: last + 1].all()
+    # the plateau's fixed point: Newton in the symmetric subspace from the end of that phase
+    system = build_system(config)
+    plateau = symmetric_plateau(system, theory.states[last])
+    assert plateau.converged
+    eps_star = system.observables(plateau.y)["error"]
     # Plateau: within the symmetric phase, a long stretch where the error stays within 2 % of the
     # symmetric fixed point's (it starts 40 times higher and ends 4000 times lower). Measured:
     # alpha ~ 600 to 2325.
@@ -126,7 +134,7 @@ def test_theory_plateau_height_and_escape(plateau_run):
     assert flat.max() - flat.min() >= 1000, (flat.min(), flat.max())
 
     # Height: at the end of the symmetric phase the error is the fixed point's within 0.5 %. The
-    # residual there is the slow approach, O((Q - Q*)^2) with Q - Q* ~ 0.03 (measured 0.07 %),
+    # residual there is the slow approach, O((Q - Q*)^2) with Q - Q* ~ 0.02,
     # plus O(spread^2) ~ 1e-4 from the asymmetry.
     assert err[last] == pytest.approx(eps_star, rel=5e-3)
 
