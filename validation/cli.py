@@ -111,6 +111,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20000, metavar="R",
                    help="continuations per state of --drift (default 20000)")
     common(p)
+
+    p = sub.add_parser("sweep", help="parameter sweep: DIR/sweep.csv and phase diagrams",
+                       description="Solve the ODEs of CONFIG at every point of a grid of config "
+                       "values; writes DIR/sweep.csv (one row per grid point: the swept values, "
+                       "final error, error before adaptation, plateau length, escape time, "
+                       "specialisation, status, nfev, wall time), DIR/phase.png and, for two or "
+                       "more swept keys, DIR/phase_COLUMN.png per main column. Finished points "
+                       "are journalled in DIR/sweep.journal.jsonl as they finish; rerunning the "
+                       "same command computes only the missing ones. A diverged point is a row "
+                       "with status 'diverged' (exit 0); a point that raised is status 'failed' "
+                       "(exit 1, retried by a rerun).")
+    p.add_argument("config", type=Path, metavar="CONFIG", help="experiment TOML file")
+    p.add_argument("--param", action="append", required=True, metavar="KEY=START:STOP:NUM[:log]",
+                   help="swept key (dotted path, e.g. training.inner_lr) with NUM points from "
+                   "START to STOP inclusive, evenly spaced, or evenly in log with ':log'; "
+                   "integer keys get rounded integer values; repeat for a Cartesian product")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=int, default=1, metavar="W",
+                        help="local processes (default 1: in this process)")
+    engine.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the points on the Dask distributed scheduler at ADDRESS "
+                        "(e.g. tcp://host:8786)")
+    p.add_argument("--contour", action="append", default=[], metavar="COLUMN=LEVEL",
+                   help="contour level drawn on the heat map of COLUMN (default: its median)")
+    common(p)
     return parser
 
 
@@ -304,7 +329,54 @@ def _summary(figures: dict, state_columns: list[str]) -> None:
           f"{columns[worst]['max_abs_deviation']:.3g} ({worst})")
 
 
-COMMANDS = {"solve": run_solve, "simulate": run_simulate, "validate": run_validate}
+def run_sweep(args: argparse.Namespace) -> None:
+    from solvers.sweep import JOURNAL, JournalError, SchedulerError, parse_axis, sweep
+    from validation.phase import MAIN_COLUMNS, phase_figures
+
+    axes = []
+    for text in args.param:
+        try:
+            axes.append(parse_axis(text))
+        except ValueError as err:  # ConfigError included: the message starts with the key
+            raise UsageError(f"{PROG} sweep: argument --param: {err}") from None
+    levels = {}
+    for text in args.contour:
+        column, _, level = text.partition("=")
+        try:
+            levels[column] = float(level)
+        except ValueError:
+            levels[column] = math.nan
+        if column not in MAIN_COLUMNS or not math.isfinite(levels[column]):
+            raise UsageError(f"{PROG} sweep: argument --contour: expected COLUMN=LEVEL with "
+                             f"COLUMN one of {', '.join(MAIN_COLUMNS)}, got {text!r}")
+    if args.workers < 1:
+        raise UsageError(f"{PROG} sweep: argument --workers: must be >= 1, got {args.workers}")
+    config = load_config(args.config)
+    out = _check_out(args)
+    try:
+        result = sweep(config, axes, out, workers=args.workers, scheduler=args.scheduler,
+                       progress=not args.quiet)
+    except JournalError as err:
+        raise UsageError(f"{PROG} sweep: argument --out: {err}") from None
+    except SchedulerError as err:
+        raise UsageError(f"{PROG} sweep: argument --scheduler: {err}") from None
+    except ConfigError:
+        raise
+    except Exception as err:  # a worker or the cluster failed: what finished is journalled
+        raise RunFailed(f"{type(err).__name__}: {err} (finished points are in "
+                        f"{out / JOURNAL}; rerun the same command to resume)") from None
+    paths = phase_figures(result.rows, axes, out, levels)
+    failed = [r for r in result.rows if r["status"] == "failed"]
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(result.rows)} points failed (first: point "
+                        f"{failed[0]['index']}: {failed[0]['message']}); their rows in "
+                        f"{out / 'sweep.csv'} say so, a rerun retries them")
+    print(f"wrote {out / 'sweep.csv'}: {result.summary()}; figures "
+          f"{', '.join(p.name for p in paths)}")
+
+
+COMMANDS = {"solve": run_solve, "simulate": run_simulate, "validate": run_validate,
+            "sweep": run_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,494 @@
+"""Parameter sweeps: the ODE solution at every point of a grid of config values, one row each.
+
+Grid syntax (one ``--param`` per swept key; several give their Cartesian product, the first
+parameter varying slowest):
+
+    KEY=START:STOP:NUM        NUM points from START to STOP inclusive, evenly spaced
+                              (also written KEY=START:STOP:NUM:linear)
+    KEY=START:STOP:NUM:log    NUM points from START to STOP inclusive, evenly spaced in log
+                              (START, STOP > 0): START (STOP / START)^(i / (NUM - 1))
+
+KEY is any numeric config key by its dotted path (``training.inner_lr``, ``teacher.task_std``).
+Integer keys (``training.inner_steps``, ``training.support``, ``output.points`` ...) get integer
+values: each grid value rounded to the nearest integer (halves up); a grid whose rounded values
+repeat is rejected. Every point's config is built by ``Config.replace`` and validated before
+anything runs.
+
+One point = one ``solve(build_system(config))``; its row holds the swept values and
+
+    error, error_before_adaptation   at the last record (alpha_max unless diverged)
+    plateau_length, escape_time      ``plateau_metrics`` of the error curve
+    specialisation                   the 'specialisation' observable at the last record
+    alpha_end                        the last recorded alpha
+    status, message                  "success" | "diverged" (the solver's message) | "failed"
+    nfev, wall_time_s                right-hand-side evaluations, seconds for this point
+
+Execution: in this process (1 worker), in W local processes (``concurrent.futures`` with the
+'spawn' start method) or on a Dask cluster (``distributed.Client``); each point is the same pure
+function of (config, point), so its row is bit-identical whatever the engine or worker count
+(only ``wall_time_s`` is measured, not computed).
+
+Persistence: ``DIR/sweep.journal.jsonl`` gets one line per finished point as it finishes
+(written, flushed and fsynced before the next); its first line records the base config and the
+swept keys. ``DIR/sweep.csv`` (one row per grid point, in grid order) is written atomically at the
+end. Rerunning the same sweep into the same DIR reads the journal and computes only the points
+missing from it (a truncated last line, left by a crash mid-write, is dropped); a journal of a
+different base config or different swept keys is refused, never silently reused or overwritten.
+Points are matched by their parameter values, so a refined grid reuses the points it shares with
+the old one. A point that raised (status "failed") is not journalled: a rerun retries it.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from solvers.integrate import solve
+from theory.config import SCHEMA, Config, ConfigError
+from theory.system import build_system
+from theory.trajectory import DIVERGED, Trajectory, atomic_write_text
+
+JOURNAL = "sweep.journal.jsonl"
+CSV_NAME = "sweep.csv"
+#: Results of a point, after its swept values (the CSV columns).
+RESULT_COLUMNS = ("error", "error_before_adaptation", "plateau_length", "escape_time",
+                  "specialisation", "alpha_end", "status", "message", "nfev", "wall_time_s")
+#: |d log(error) / d alpha| below this counts as flat (``plateau_metrics``). On the built-in
+#: experiment (validation/default.toml) |slope| is 0.0017 .. 0.0097 on the plateau, alpha = 13 ..
+#: 36, up to 0.36 in the initial descent and up to 0.032 in the escape.
+PLATEAU_SLOPE = 0.01
+#: Environment of the worker processes: one BLAS / OpenMP thread each, since the parallelism is
+#: over points (Dask's nanny does the same for its workers). Threaded OpenBLAS on the small
+#: matrices of the ODEs only costs: the few-shot ANIL theory runs ~2x slower with its default
+#: threads on two cores.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_INTEGER_KINDS = ("int", "support")
+_FLOAT_KINDS = ("float",)
+
+
+class JournalError(Exception):
+    """The journal in the output folder cannot be used (another sweep's, corrupt, or locked)."""
+
+
+class SchedulerError(Exception):
+    """The Dask scheduler cannot be reached (or Dask is not installed)."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept config key and its grid values (ints for integer keys)."""
+
+    key: str
+    values: tuple[float, ...] | tuple[int, ...]
+    log: bool
+
+    @property
+    def integer(self) -> bool:
+        return _kind(self.key) in _INTEGER_KINDS
+
+
+def _kind(key: str) -> str:
+    section, _, name = key.partition(".")
+    if section not in SCHEMA or name not in SCHEMA[section]:
+        raise ConfigError(key, "unknown key (use a dotted path such as training.lr)")
+    return SCHEMA[section][name].kind
+
+
+def parse_axis(text: str) -> Axis:
+    """``KEY=START:STOP:NUM[:linear|:log]`` -> Axis (module docstring).
+
+    A malformed argument raises ValueError whose message quotes it; an unknown or non-numeric key
+    raises ConfigError naming the key. Ranges are checked later, per point, by the config schema.
+    """
+    key, sep, spec = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"expected KEY=START:STOP:NUM[:log], got {text!r}")
+    kind = _kind(key)
+    if kind not in _INTEGER_KINDS + _FLOAT_KINDS:
+        raise ConfigError(key, f"cannot be swept: not a number (a {kind} key)")
+    fields = spec.split(":")
+    if len(fields) not in (3, 4) or (len(fields) == 4 and fields[3] not in ("log", "linear")):
+        raise ValueError(f"expected {key}=START:STOP:NUM or {key}=START:STOP:NUM:log, "
+                         f"got {text!r}")
+    try:
+        start, stop = float(fields[0]), float(fields[1])
+        num = int(fields[2])
+    except ValueError:
+        raise ValueError(f"expected numbers START:STOP and an integer NUM in {text!r}") from None
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise ValueError(f"START and STOP must be finite in {text!r}")
+    if num < 1 or (num == 1 and start != stop):
+        raise ValueError(f"NUM must be >= 2 (or 1 with START = STOP) in {text!r}")
+    log = len(fields) == 4 and fields[3] == "log"
+    if log:
+        if start <= 0 or stop <= 0:
+            raise ValueError(f"a log grid needs START, STOP > 0 in {text!r}")
+        values = np.geomspace(start, stop, num)
+    else:
+        values = np.linspace(start, stop, num)
+    values[0], values[-1] = start, stop  # exact endpoints
+    if kind in _INTEGER_KINDS:
+        ints = tuple(math.floor(v + 0.5) for v in values)
+        if len(set(ints)) != len(ints):
+            raise ConfigError(key, f"integer key: the grid {text!r} rounds to repeated values "
+                              f"{list(ints)}")
+        return Axis(key, ints, log)
+    return Axis(key, tuple(float(v) for v in values), log)
+
+
+def grid_points(axes: Sequence[Axis]) -> list[dict[str, Any]]:
+    """The Cartesian product of the axes, first axis slowest: [{key: value, ...}, ...]."""
+    keys = [a.key for a in axes]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ConfigError(dup, "swept twice")
+    return [dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(a.values for a in axes))]
+
+
+def point_config(config: Config, params: dict[str, Any]) -> Config:
+    """``config`` with each swept key replaced (validated by the schema; ConfigError names the
+    key and the grid point)."""
+    for key, value in params.items():
+        try:
+            config = config.replace(key, value)
+        except ConfigError as err:
+            detail = str(err).removeprefix(f"{err.key}: ")
+            where = ", ".join(f"{k} = {v!r}" for k, v in params.items())
+            raise ConfigError(err.key, f"{detail} (at the grid point {where})") from None
+    return config
+
+
+def plateau_metrics(trajectory: Trajectory, threshold: float = PLATEAU_SLOPE) -> dict[str, float]:
+    """Plateau length and escape time of the error curve eps(alpha).
+
+    The slope s(alpha) = d log eps / d alpha is taken by central differences on the recorded
+    grid (``np.gradient``). A record is flat where |s| < ``threshold``. The plateau is the longest
+    (in alpha) maximal run of two or more flat records that ends before the last record: the
+    student left it. A flat stretch reaching the last record (converged, or still stuck at the
+    horizon: the two cannot be told apart there) is not a plateau. ``plateau_length`` =
+    alpha_last - alpha_first of that run, ``escape_time`` = alpha_last; without such a run, 0 and
+    NaN.
+    """
+    alpha, err = trajectory.alpha, trajectory.error
+    none = {"plateau_length": 0.0, "escape_time": math.nan}
+    if len(alpha) < 3:
+        return none
+    slope = np.gradient(np.log(np.maximum(err, np.finfo(float).tiny)), alpha)
+    flat = np.abs(slope) < threshold
+    best: tuple[float, float] | None = None
+    i = 0
+    while i < len(flat):
+        if not flat[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(flat) and flat[j + 1]:
+            j += 1
+        if i < j < len(flat) - 1 and (best is None or alpha[j] - alpha[i] > best[0]):
+            best = (float(alpha[j] - alpha[i]), float(alpha[j]))
+        i = j + 1
+    if best is None:
+        return none
+    return {"plateau_length": best[0], "escape_time": best[1]}
+
+
+def evaluate_point(raw: dict[str, Any], index: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Solve the point ``params`` of the base config ``raw`` (``Config.raw``) and return its row.
+
+    Module-level and free of shared state, so that it runs unchanged in this process, in a spawned
+    process or on a Dask worker. An exception becomes status "failed" with its last line.
+    """
+    start = time.perf_counter()
+    row: dict[str, Any] = {"index": index, **params}
+    try:
+        config = point_config(Config.from_dict(raw), params)
+        theory = solve(build_system(config))
+        last = {name: (float(values[-1]) if len(values) else math.nan)
+                for name, values in theory.observables.items()}
+        row.update({
+            "error": last["error"],
+            "error_before_adaptation": last["error_before_adaptation"],
+            **plateau_metrics(theory),
+            "specialisation": last.get("specialisation", math.nan),
+            "alpha_end": float(theory.alpha[-1]) if len(theory.alpha) else math.nan,
+            "status": "diverged" if theory.status == DIVERGED else "success",
+            "message": theory.message,
+            "nfev": int(theory.nfev),
+        })
+    except Exception as err:  # reported in the row; the sweep goes on
+        last_line = traceback.format_exception_only(err)[-1].strip()
+        row.update({c: math.nan for c in RESULT_COLUMNS}, status="failed", message=last_line,
+                   nfev=0)
+    row["wall_time_s"] = time.perf_counter() - start
+    return row
+
+
+@dataclass
+class SweepResult:
+    """Rows in grid order; how many points were computed now and how many came from the journal."""
+
+    rows: list[dict[str, Any]]
+    computed: int
+    reused: int
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows)
+
+    def summary(self) -> str:
+        """One line: points computed and reused, divergences, failures, throughput."""
+        parts = [f"{len(self.rows)} points ({self.computed} computed, {self.reused} from the "
+                 "journal)"]
+        for status in ("diverged", "failed"):
+            if self.count(status):
+                parts.append(f"{self.count(status)} {status}")
+        if self.computed:
+            parts.append(f"{self.seconds:.1f} s, {self.computed / self.seconds:.2f} points/s")
+        return ", ".join(parts)
+
+
+class Journal:
+    """``DIR/sweep.journal.jsonl``: a header line {"sweep": {"config", "keys"}}, then one line
+    {"index", "params", "row"} per finished point, appended with flush + fsync.
+
+    Held under an exclusive ``flock`` while open, so two sweeps cannot write one folder.
+    """
+
+    def __init__(self, path: Path, raw: dict[str, Any], keys: list[str]):
+        self.path = path
+        self.header = {"sweep": {"config": _jsonable(raw), "keys": keys}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a+b")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise JournalError(f"{path} is in use by another metaode sweep") from None
+        try:
+            self.entries = self._load()
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _load(self) -> dict[tuple, dict[str, Any]]:
+        """The journalled rows by parameter values. Bytes after the last newline are a line cut
+        short by a crash: they are dropped (truncated away before anything is appended)."""
+        self._fh.seek(0)
+        data = self._fh.read()
+        complete = data.split(b"\n")[:-1]
+        entries: dict[tuple, dict[str, Any]] = {}
+        for number, line in enumerate(complete, start=1):
+            try:
+                record = json.loads(line)
+                if number > 1:
+                    keys = self.header["sweep"]["keys"]
+                    entries[_params_key(keys, record["params"])] = record["row"]
+            except (ValueError, KeyError, TypeError):
+                raise JournalError(f"{self.path}, line {number}: not a journal entry") from None
+            if number == 1:
+                self._check_header(record)
+        good = sum(len(line) + 1 for line in complete)
+        if good != len(data):
+            self._fh.truncate(good)
+        if good == 0:
+            self._write(self.header)
+        return entries
+
+    def _check_header(self, record: dict[str, Any]) -> None:
+        theirs = record.get("sweep") if isinstance(record, dict) else None
+        if not isinstance(theirs, dict):
+            raise JournalError(f"{self.path}: not a metaode sweep journal")
+        ours = self.header["sweep"]
+        if theirs.get("keys") != ours["keys"]:
+            raise JournalError(f"{self.path} belongs to a sweep over {theirs.get('keys')}, not "
+                               f"{ours['keys']}; choose another --out or delete the journal")
+        diff = _first_difference(theirs.get("config"), ours["config"])
+        if diff is not None:
+            raise JournalError(f"{self.path} belongs to a sweep of another config ({diff} "
+                               "differs); choose another --out or delete the journal")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record).encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def append(self, row: dict[str, Any], keys: list[str]) -> None:
+        """Journal one finished point (one line, durable before returning)."""
+        self._write({"index": row["index"], "params": {k: row[k] for k in keys}, "row": row})
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _params_key(keys: list[str], params: dict[str, Any]) -> tuple:
+    return tuple(params[k] for k in keys)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """The dotted path of the first difference between two nested JSON values (None if equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            where = f"{path}.{k}" if path else k
+            if k not in a or k not in b:
+                return where
+            diff = _first_difference(a[k], b[k], where)
+            if diff is not None:
+                return diff
+        return None
+    return None if a == b else (path or "config")
+
+
+def sweep(config: Config, axes: Sequence[Axis], out: str | Path, *, workers: int = 1,
+          scheduler: str | None = None, progress: bool = False) -> SweepResult:
+    """Run (or resume) the sweep of ``config`` over ``axes`` into the folder ``out``.
+
+    Every point is validated first (ConfigError names the key and the point); then the points
+    missing from the journal run in this process (``workers = 1``), in ``workers`` spawned
+    processes, or on the Dask scheduler at ``scheduler``; rows are journalled as they finish and
+    ``out/sweep.csv`` is written at the end.
+    """
+    axes = list(axes)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    points = grid_points(axes)
+    for params in points:
+        point_config(config, params)
+    keys = [a.key for a in axes]
+    raw = _jsonable(config.raw)
+    start = time.perf_counter()
+    journal = Journal(Path(out) / JOURNAL, raw, keys)
+    try:
+        rows: list[dict[str, Any] | None] = [None] * len(points)
+        todo = []
+        for index, params in enumerate(points):
+            done = journal.entries.get(_params_key(keys, params))
+            if done is None:
+                todo.append((index, params))
+            else:
+                rows[index] = {**done, "index": index, **params}
+        reused = len(points) - len(todo)
+        bar = tqdm(total=len(points), initial=reused, unit="point", disable=not progress,
+                   desc="sweep")
+        with bar:
+            for row in _execute(raw, todo, workers, scheduler):
+                rows[row["index"]] = row
+                if row["status"] != "failed":
+                    journal.append(row, keys)
+                bar.update()
+    finally:
+        journal.close()
+    result = SweepResult(rows, len(todo), reused, time.perf_counter() - start)
+    write_sweep_csv(Path(out) / CSV_NAME, keys, result.rows)
+    return result
+
+
+def _execute(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]], workers: int,
+             scheduler: str | None) -> Iterator[dict[str, Any]]:
+    """Rows of the points ``todo`` as they finish (any order)."""
+    if not todo:
+        return
+    if scheduler is not None:
+        yield from _on_dask(raw, todo, scheduler)
+    elif workers == 1:
+        for index, params in todo:
+            yield evaluate_point(raw, index, params)
+    else:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context)
+        try:
+            with _environment(ONE_THREAD):  # inherited by the processes spawned on submit
+                futures = [pool.submit(evaluate_point, raw, i, p) for i, p in todo]
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _on_dask(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
+             scheduler: str) -> Iterator[dict[str, Any]]:
+    """The same ``evaluate_point`` calls submitted to a Dask distributed scheduler."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise SchedulerError("a Dask cluster needs dask[distributed] (pip install "
+                             "'metaode[dask]')") from None
+    try:
+        client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise SchedulerError(f"cannot connect to the Dask scheduler at {scheduler!r} "
+                             f"({err})") from None
+    with client:
+        futures = [client.submit(evaluate_point, raw, i, p, pure=False) for i, p in todo]
+        try:
+            for future in dask_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+
+
+def write_sweep_csv(path: str | Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """``sweep.csv``: index, the swept keys, then RESULT_COLUMNS; one row per grid point.
+
+    Floats are written by repr (they read back bit for bit), integers as integers.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["index", *keys, *RESULT_COLUMNS]
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([repr(v) if isinstance(v, float) else v for v in (row[c] for c in header)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_sweep_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``sweep.csv``: numbers as float (int for index and nfev), text as str."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return [{k: _cell(k, v) for k, v in row.items()} for row in reader]
+
+
+def _cell(column: str, text: str) -> Any:
+    if column in ("status", "message"):
+        return text
+    if column in ("index", "nfev"):
+        return int(text)
+    return float(text)
