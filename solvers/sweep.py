@@ -17,7 +17,8 @@ anything runs.
 One point = one ``solve(build_system(config))``; its row holds the swept values and
 
     error, error_before_adaptation   at the last record (alpha_max unless diverged)
-    plateau_length, escape_time      ``plateau_metrics`` of the error curve
+    plateau_length, plateau_height,  ``plateau_metrics``: ``solvers.plateau.measure_plateau``
+    escape_time
     specialisation                   the 'specialisation' observable at the last record
     alpha_end                        the last recorded alpha
     status, message                  "success" | "diverged" (the solver's message) | "failed"
@@ -61,6 +62,7 @@ import numpy as np
 from tqdm import tqdm
 
 from solvers.integrate import solve
+from solvers.plateau import measure_plateau
 from theory.config import SCHEMA, Config, ConfigError
 from theory.system import build_system
 from theory.trajectory import DIVERGED, Trajectory, atomic_write_text
@@ -68,12 +70,9 @@ from theory.trajectory import DIVERGED, Trajectory, atomic_write_text
 JOURNAL = "sweep.journal.jsonl"
 CSV_NAME = "sweep.csv"
 #: Results of a point, after its swept values (the CSV columns).
-RESULT_COLUMNS = ("error", "error_before_adaptation", "plateau_length", "escape_time",
-                  "specialisation", "alpha_end", "status", "message", "nfev", "wall_time_s")
-#: |d log(error) / d alpha| below this counts as flat (``plateau_metrics``). On the built-in
-#: experiment (validation/default.toml) |slope| is 0.0017 .. 0.0097 on the plateau, alpha = 13 ..
-#: 36, up to 0.36 in the initial descent and up to 0.032 in the escape.
-PLATEAU_SLOPE = 0.01
+RESULT_COLUMNS = ("error", "error_before_adaptation", "plateau_length", "plateau_height",
+                  "escape_time", "specialisation", "alpha_end", "status", "message", "nfev",
+                  "wall_time_s")
 #: Environment of the worker processes: one BLAS / OpenMP thread each, since the parallelism is
 #: over points (Dask's nanny does the same for its workers). Threaded OpenBLAS on the small
 #: matrices of the ODEs only costs: the few-shot ANIL theory runs ~2x slower with its default
@@ -177,38 +176,16 @@ def point_config(config: Config, params: dict[str, Any]) -> Config:
     return config
 
 
-def plateau_metrics(trajectory: Trajectory, threshold: float = PLATEAU_SLOPE) -> dict[str, float]:
-    """Plateau length and escape time of the error curve eps(alpha).
-
-    The slope s(alpha) = d log eps / d alpha is taken by central differences on the recorded
-    grid (``np.gradient``). A record is flat where |s| < ``threshold``. The plateau is the longest
-    (in alpha) maximal run of two or more flat records that ends before the last record: the
-    student left it. A flat stretch reaching the last record (converged, or still stuck at the
-    horizon: the two cannot be told apart there) is not a plateau. ``plateau_length`` =
-    alpha_last - alpha_first of that run, ``escape_time`` = alpha_last; without such a run, 0 and
-    NaN.
-    """
-    alpha, err = trajectory.alpha, trajectory.error
-    none = {"plateau_length": 0.0, "escape_time": math.nan}
-    if len(alpha) < 3:
-        return none
-    slope = np.gradient(np.log(np.maximum(err, np.finfo(float).tiny)), alpha)
-    flat = np.abs(slope) < threshold
-    best: tuple[float, float] | None = None
-    i = 0
-    while i < len(flat):
-        if not flat[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < len(flat) and flat[j + 1]:
-            j += 1
-        if i < j < len(flat) - 1 and (best is None or alpha[j] - alpha[i] > best[0]):
-            best = (float(alpha[j] - alpha[i]), float(alpha[j]))
-        i = j + 1
-    if best is None:
-        return none
-    return {"plateau_length": best[0], "escape_time": best[1]}
+def plateau_metrics(trajectory: Trajectory) -> dict[str, float]:
+    """Plateau length, height and escape time of a trajectory, by ``solvers.plateau``'s
+    definitions (``measure_plateau``: escape where the specialisation index reaches 1/2);
+    a curve without a plateau gives length 0 and NaN height and escape time."""
+    try:
+        plateau = measure_plateau(trajectory)
+    except ValueError:  # fewer than three resolved records, or nothing slow
+        return {"plateau_length": 0.0, "plateau_height": math.nan, "escape_time": math.nan}
+    return {"plateau_length": plateau.length, "plateau_height": plateau.height,
+            "escape_time": plateau.escape}
 
 
 def evaluate_point(raw: dict[str, Any], index: int, params: dict[str, Any]) -> dict[str, Any]:

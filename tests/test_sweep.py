@@ -23,6 +23,7 @@ import pytest
 
 import solvers.sweep
 from solvers.integrate import solve
+from solvers.plateau import measure_plateau
 from solvers.sweep import (
     CSV_NAME,
     JOURNAL,
@@ -174,19 +175,17 @@ def test_bad_point_is_rejected_before_anything_runs(config_path, tmp_path, capsy
 
 # -- plateau ---------------------------------------------------------------------------------------
 
-def test_plateau_metrics_on_a_known_curve():
-    """log eps piecewise linear in alpha (grid step 1): slope -0.5 on [0, 10], -0.001 on
-    [10, 30] (the plateau), -0.2 on [30, 40], -0.001 on [40, 75] (a final flat stretch, longer
-    than the plateau but never left). Central differences average the two slopes at a junction,
-    so records 10 and 30 are not flat: the plateau is records 11 .. 29."""
-    alpha = np.arange(76.0)
-    slope = np.select([alpha < 10, alpha < 30, alpha < 40], [-0.5, -0.001, -0.2], -0.001)
-    log_eps = np.concatenate([[0.0], np.cumsum(slope[:-1])])
-    traj = Trajectory(alpha=alpha, states=np.zeros((76, 9)), K=2, M=2,
-                      observables={"error": np.exp(log_eps)})
-    assert plateau_metrics(traj) == {"plateau_length": 18.0, "escape_time": 29.0}
-    steep = Trajectory(alpha=alpha, states=np.zeros((76, 9)), K=2, M=2,
-                       observables={"error": np.exp(-0.1 * alpha)})
+def test_plateau_metrics_are_the_shared_measurement():
+    """The sweep's plateau columns are solvers.plateau's; a curve without one gives 0 / NaN."""
+    config = Config.from_toml(Path(__file__).parents[1] / "validation" / "default.toml")
+    theory = solve(build_system(config))
+    plateau = measure_plateau(theory)
+    assert plateau_metrics(theory) == {"plateau_length": plateau.length,
+                                       "plateau_height": plateau.height,
+                                       "escape_time": plateau.escape}
+    alpha = np.arange(10.0)
+    steep = Trajectory(alpha=alpha, states=np.zeros((10, 9)), K=2, M=2,
+                       observables={"error": np.exp(-3.0 * alpha)})
     none = plateau_metrics(steep)
     assert none["plateau_length"] == 0.0 and math.isnan(none["escape_time"])
 
