@@ -140,3 +140,14 @@ def test_describe_and_readme_document_every_key():
         for key in keys:
             assert f"`{section}.{key}`" in table
             assert f"`{section}.{key}`" in text, f"README.md does not document {section}.{key}"
+
+
+def test_replace_several_coupled_keys_at_once():
+    """Shortening the horizon of a config with explicit meta-test times needs both keys at once."""
+    config = Config.from_dict({"training": {"alpha_max": 80.0}, "metatest": {"at": [25.0, 80.0]}})
+    with pytest.raises(ConfigError, match=r"^metatest\.at:"):
+        config.replace("training.alpha_max", 40.0)
+    short = config.replace({"training.alpha_max": 40.0, "metatest.at": [25.0, 40.0]})
+    assert short.training.alpha_max == 40.0 and list(short.metatest.at) == [25.0, 40.0]
+    with pytest.raises(ConfigError, match=r"^training\.nope:"):
+        config.replace({"training.alpha_max": 40.0, "training.nope": 1})

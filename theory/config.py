@@ -275,13 +275,17 @@ class Config:
         """All defaults."""
         return cls.from_dict({})
 
-    def replace(self, key: str, value: Any) -> Config:
-        """A new config with the dotted ``key`` (e.g. ``"training.inner_lr"``) set to ``value``."""
-        section, _, name = key.partition(".")
-        if section not in SCHEMA or name not in SCHEMA[section]:
-            _fail(key, "unknown key (use a dotted path such as training.lr)")
+    def replace(self, key: str | Mapping[str, Any], value: Any = None) -> Config:
+        """A new config with the dotted ``key`` (e.g. ``"training.inner_lr"``) set to ``value``,
+        or with every ``{key: value}`` of a mapping set at once (validated together, so that
+        coupled keys such as training.alpha_max and metatest.at can change in one step)."""
+        updates = dict(key) if isinstance(key, Mapping) else {key: value}
         data = copy.deepcopy({s: dict(v) for s, v in self.raw.items()})
-        data[section][name] = value
+        for dotted, new in updates.items():
+            section, _, name = dotted.partition(".")
+            if section not in SCHEMA or name not in SCHEMA[section]:
+                _fail(dotted, "unknown key (use a dotted path such as training.lr)")
+            data[section][name] = new
         return Config.from_dict(data)
 
     # -- derived quantities ----------------------------------------------------------------------
