@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers.fixedpoints import FixedPoint, Stability, stability, symmetric_plateau
+from theory.system import ODESystem
 from theory.trajectory import Trajectory
 
 #: Errors below this fraction of the largest are not resolved in ln eps (module docstring).
@@ -147,3 +149,29 @@ def fit_escape_law(deltas: np.ndarray, escapes: np.ndarray) -> EscapeFit:
     slope, intercept = np.polyfit(x, y, 1)
     residual = float(np.abs(intercept + slope * x - y).max())
     return EscapeFit(slope=float(slope), intercept=float(intercept), residual=residual)
+
+
+@dataclass
+class PlateauSaddle:
+    """The plateau of a trajectory and the fixed point it sits on: ``plateau`` (measured),
+    ``fixed_point`` (Newton in the permutation-symmetric subspace from the plateau centre) and its
+    ``stability``; ``lambda_u`` is the largest unstable eigenvalue (nan if none)."""
+
+    plateau: Plateau
+    fixed_point: FixedPoint
+    stability: Stability
+
+    @property
+    def lambda_u(self) -> float:
+        unstable = self.stability.unstable.real
+        return float(unstable.max()) if unstable.size else math.nan
+
+
+def plateau_saddle(system: ODESystem, trajectory: Trajectory, **measure) -> PlateauSaddle:
+    """``measure_plateau`` (keywords passed on), then ``symmetric_plateau`` from the state at the
+    plateau centre and ``stability`` there. A guess far from the fixed point (a wide student still
+    drifting along a slow direction) may not converge: check ``fixed_point.converged``; an exactly
+    symmetric run's end state is then a better guess for ``symmetric_plateau``."""
+    plateau = measure_plateau(trajectory, **measure)
+    fixed = symmetric_plateau(system, trajectory.states[plateau.centre_index])
+    return PlateauSaddle(plateau, fixed, stability(system, fixed.y))

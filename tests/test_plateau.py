@@ -12,7 +12,7 @@ import pytest
 
 from solvers.fixedpoints import find_fixed_point, stability, symmetric_plateau
 from solvers.integrate import solve
-from solvers.plateau import measure_plateau
+from solvers.plateau import measure_plateau, plateau_saddle
 from theory.config import Config
 from theory.state import state_size
 from theory.system import build_system
@@ -99,3 +99,15 @@ def test_default_anil_plateau_is_the_symmetric_fixed_point(default_anil) -> None
     eigen = stability(system, full.y)
     assert eigen.n_unstable == 1 and eigen.n_zero == 0
     assert eigen.unstable[0].real == pytest.approx(0.0732, rel=1e-2)
+
+
+def test_plateau_saddle_bundles_the_three_steps(default_anil) -> None:
+    """plateau_saddle = measure_plateau, symmetric_plateau from its centre, stability there."""
+    system, trajectory = default_anil
+    saddle = plateau_saddle(system, trajectory)
+    plateau = measure_plateau(trajectory)
+    assert saddle.plateau == plateau
+    expected = symmetric_plateau(system, trajectory.states[plateau.centre_index])
+    assert saddle.fixed_point.converged
+    np.testing.assert_array_equal(saddle.fixed_point.y, expected.y)
+    assert saddle.lambda_u == stability(system, expected.y).unstable.real.max()
