@@ -358,3 +358,23 @@ def test_optimal_test_inner_lr_is_a_minimum(support, steps: int) -> None:
     curve = [adaptation_curve(config, y, support, steps, f * eta)[0][-1] for f in (0.9, 1.0, 1.1)]
     assert abs(curve[1] - error) <= 1e-14
     assert curve[0] > error and curve[2] > error, (eta, curve)
+
+
+def test_student_equal_to_teacher_is_a_valid_few_shot_state():
+    """Q = R = T = I makes Omega singular (lambda_k = nu_k): the Monte Carlo terms and the
+    finite-support meta-test still evaluate (the field factor tolerates a singular Omega), and the
+    exact one-step error equals its Monte Carlo estimate within 5 standard errors."""
+    config = Config.from_dict({
+        "teacher": {"task_std": 0.5},
+        "training": {"algorithm": "anil", "support": 3},
+        "metatest": {"support": 3, "inner_steps": 2},
+        "student": {"Q0": np.eye(2).tolist(), "R0": np.eye(2).tolist(), "w0": [1.0, 1.0]},
+    })
+    system = build_system(config)
+    y = system.initial_state()
+    assert np.all(np.isfinite(system.rhs(0.0, y)))
+    exact = system.observables(y)["error"]
+    curve = system.metatest(y)
+    assert np.all(np.isfinite(curve))
+    mean, stderr = adaptation_curve(config, y, 3, 1, config.training.inner_lr)
+    assert abs(mean[1] - exact) <= 5 * stderr[1]

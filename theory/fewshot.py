@@ -57,6 +57,15 @@ _PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), 
 
 
 @njit(cache=True)
+def covariance_factor(omega: np.ndarray) -> np.ndarray:
+    """L with L L^T = Omega + eps I: Cholesky with a relative jitter eps = 1e-12 tr(Omega) / n, so
+    that a singular Omega (a student unit equal to a teacher unit, lambda_k = nu_m) is factorised;
+    the jitter changes the sampled moments by O(1e-12) relative."""
+    n = omega.shape[0]
+    return np.linalg.cholesky(omega + (1e-12 * np.trace(omega) / n) * np.eye(n))
+
+
+@njit(cache=True)
 def _sub_covariance(omega, i0, i1, i2, i3):
     idx = (i0, i1, i2, i3)
     C4 = np.empty((4, 4))
@@ -280,7 +289,7 @@ def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query
     n = K + M
     C, D, E = error_blocks(Q, R, T)
     omega = field_covariance(Q, R, T)
-    L = np.linalg.cholesky(omega + 1e-300 * np.eye(n))
+    L = covariance_factor(omega)
     W = signed_i4_tensor(omega, K)
     F = four_point_tensor(omega, K, nodes, weights) if second_order else np.zeros((K, K, n, n))
     n_mc = xi_task.shape[0]
@@ -382,9 +391,8 @@ def monte_carlo_adaptation_curve(Q, R, T, w, u0, task_std, noise, inner_lr, step
                                  xi_fields, zeta):
     """E_{tau,S} eps(w^(r); u) for r = 0..steps on P support examples, and standard errors."""
     K, M = R.shape
-    n = K + M
     C, D, E = error_blocks(Q, R, T)
-    L = np.linalg.cholesky(field_covariance(Q, R, T) + 1e-300 * np.eye(n))
+    L = covariance_factor(field_covariance(Q, R, T))
     n_mc = xi_task.shape[0]
     s1 = np.zeros(steps + 1)
     s2 = np.zeros(steps + 1)
