@@ -1,44 +1,55 @@
-"""Timings of the theory and the simulations (sgd, anil); writes benchmarks/RESULTS.md.
+"""Speed of the theory, the simulations, parallel seeds and sweeps, and the cold start; writes
+benchmarks/RESULTS.md.
 
-Run from the repository root: ``python -m benchmarks.run`` (about 20 s).
-
-Measured, each after one untimed warm-up call (numba compiles or loads its cache, scipy imports):
-- the wall and CPU times of ``solve`` for the sgd ODE of K = M = 2 to alpha = 1000 and of K = 8,
-  M = 4 to alpha = 100 (default drawn initial condition, lr = lr_head = 0.5, DOP853 at
-  rtol = 1e-6, atol = 1e-8, 201 records), median of REPEATS runs;
-- the same for the anil ODE (second order, population support, task_std = 0.5,
-  inner_lr = 0.5) of K = M = 2 to alpha = 100 with inner_steps 1 and 5;
-- simulation speed (sgd, and anil with the population support): outer steps per second of
-  ``simulate`` at N = 10^4, K = M = 2 (20000 steps
-  per run, two records, so the cost is the steps), median of REPEATS runs, and the ratio of the
-  time per step to the time numpy's default Generator needs to draw the step's N inputs,
-  ``rng.standard_normal(N)`` (median over DRAW_REPEATS blocks of DRAW_CALLS calls), measured in
-  the same run so both see the same machine load.
+Run from the repository root: ``python -m benchmarks.run`` (about 3 minutes on 2 cores, a third of
+it the cold start, which compiles the numba code twice from an empty cache). Every figure is
+measured in this one run, so ratios compare like with like on the same machine load; the table
+gives the machine, its load average and the cores other jobs used meanwhile. "How it was measured"
+in RESULTS.md (``HOW`` below) describes every row.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numba
 import numpy as np
 import scipy
 
+from benchmarks.cases import simulation_config, theory_config
+from benchmarks.euler import euler
 from simulations.run import simulate
 from solvers.integrate import solve
-from theory.config import Config
 from theory.system import build_system
 
-REPEATS = 7
-DRAW_CALLS = 2000
-DRAW_REPEATS = 7
-N_SIM = 10_000
-SIM_ALPHA = 2.0  # 20000 steps at N = 10^4
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
+REPEATS = 7  # timed calls per theory curve (median)
+SIM_WIDTHS = (10**3, 10**4, 10**5, 10**6)
+SIM_WORK = 10**8  # steps x N per simulation timing: 10^5 steps at N = 10^3 ... 100 at N = 10^6
+SIM_REPEATS = 3
+#: nn2pp (Goldt et al. 2019, C++, Euler at dt = 0.01): seconds per curve quoted in issue 6 for
+#: "this kind of machine"; it cannot be run here, so these are the reference, not a measurement.
+NN2PP_SECONDS = {(2, 2, 1000.0): 0.5, (8, 4, 100.0): 2.9}
+EULER_DT = 0.01
+PARALLEL_ALPHA = 10.0  # 2 seeds x 10^5 steps at N = 10^4 (sgd)
+ROUNDS = 3  # of the alternating 1- and 2-process measurements (parallel seeds, sweeps)
+SPIN = 3 * 10**7  # iterations of the pure-Python loop of ``core_rows`` (~1.5 s)
+IMPORT_RUNS = 7
+PACKAGES = "theory,solvers,simulations,validation"
+EVERYTHING = "theory.system,solvers.integrate,simulations.run,validation.cli"
+SWEEP_POINTS = 400  # sgd K = M = 2 to alpha = 1000 at lr = 0.2 .. 0.6
+SWEEP_LR = "0.2:0.6"
 
 
 def machine() -> dict[str, str]:
@@ -50,7 +61,6 @@ def machine() -> dict[str, str]:
                          if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    load = os.getloadavg()
     return {
         "CPU": model,
         "cores": f"{len(os.sched_getaffinity(0))} available of {os.cpu_count()}",
@@ -58,13 +68,27 @@ def machine() -> dict[str, str]:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "scipy": scipy.__version__,
-        "load average (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in load),
     }
 
 
-def median_time(fn, repeats: int) -> tuple[float, float, object]:
-    """Median wall and CPU (process) times of ``fn()`` over ``repeats`` calls after one warm-up,
-    and the last result."""
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def busy_seconds() -> tuple[float, float]:
+    """(CPU seconds of the whole machine since boot, CPU seconds of this process and its waited-for
+    children): their increments over a section give the CPU that other jobs used meanwhile."""
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:]]
+    machine = sum(ticks[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")  # user .. softirq
+    own = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return machine, own
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """Median wall and CPU times of ``fn()`` over ``repeats`` calls after one warm-up call, and
+    the last result."""
     result = fn()
     wall, cpu = [], []
     for _ in range(repeats):
@@ -75,118 +99,291 @@ def median_time(fn, repeats: int) -> tuple[float, float, object]:
     return statistics.median(wall), statistics.median(cpu), result
 
 
-ANIL = {"teacher": {"M": 2, "task_std": 0.5},
-        "training": {"algorithm": "anil", "order": "second", "inner_lr": 0.5, "lr": 0.5,
-                     "lr_head": 0.5}}
+def child(*args: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``python -m benchmarks.child ARGS`` in a fresh process; its JSON result."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.child", *args], cwd=ROOT,
+                         env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def theory_case(K: int, M: int, alpha_max: float, algorithm: str = "sgd",
-                inner_steps: int = 1) -> dict[str, object]:
-    """Median time of one theory curve (DOP853, rtol 1e-6, atol 1e-8, 201 records)."""
-    training = {"algorithm": algorithm, "lr": 0.5, "lr_head": 0.5, "alpha_max": alpha_max}
-    teacher = {"M": M}
-    name = f"{algorithm} theory, K = {K}, M = {M}, alpha = 0..{alpha_max:g}, rtol 1e-6"
-    if algorithm == "anil":
-        teacher.update(ANIL["teacher"])
-        training.update(ANIL["training"], inner_steps=inner_steps)
-        name = (f"anil theory (second order, inner_steps {inner_steps}), K = {K}, M = {M}, "
-                f"alpha = 0..{alpha_max:g}, rtol 1e-6")
-    config = Config.from_dict({
-        "teacher": teacher, "student": {"K": K}, "training": training,
-        "solver": {"method": "DOP853", "rtol": 1e-6, "atol": 1e-8},
-    })
+def row(group: str, name: str, value: str, target: str = "", ratio: str = "",
+        detail: str = "") -> dict[str, str]:
+    return {"group": group, "name": name, "value": value, "target": target, "ratio": ratio,
+            "detail": detail}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+# -- theory --------------------------------------------------------------------------------------
+def theory_rows() -> list[dict[str, str]]:
+    rows = []
+    for K, M, alpha_max in NN2PP_SECONDS:
+        rows += sgd_curve(K, M, alpha_max)
+    for steps in (1, 5):
+        config = theory_config(2, 2, 100.0, "anil", steps)
+        system = build_system(config)
+        wall, cpu, traj = median_time(lambda system=system: solve(system), REPEATS)
+        rows.append(row("theory", f"anil (second order, inner_steps {steps}), K = M = 2, "
+                        "alpha = 0..100", ms(wall), "<= 100 ms", f"{wall / 0.1:.2f} of target",
+                        f"CPU {ms(cpu)}; {traj.nfev} rhs evaluations; final error "
+                        f"{traj.error[-1]:.3g}"))
+    return rows
+
+
+def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
+    """Time of our solve, of Euler at dt = 0.01, and the accuracy of both against rtol 1e-12."""
+    config = theory_config(K, M, alpha_max)
     system = build_system(config)
-    seconds, cpu, traj = median_time(lambda: solve(system), REPEATS)
-    if traj.status != 0:
-        raise RuntimeError(f"{name} failed: {traj.message}")
-    return {"name": name, "seconds": seconds, "cpu": cpu,
-            "detail": f"{traj.nfev} rhs evaluations, {1e6 * seconds / traj.nfev:.1f} us each "
-                      f"(incl. records), final error {traj.error[-1]:.3g}"}
+    times = config.times()
+    wall, cpu, ours = median_time(lambda: solve(system), REPEATS)
+    tight = solve(system, rtol=1e-12, atol=1e-14)
+    check = solve(system, rtol=1e-11, atol=1e-13)  # how exact the reference itself is
+    start = time.perf_counter()
+    states = euler(system, times, EULER_DT)
+    euler_seconds = time.perf_counter() - start
+    euler_error = np.array([system.observables(y)["error"] for y in states])
+    for traj in (ours, tight, check):
+        if traj.status != 0:
+            raise RuntimeError(traj.message)
+    name = f"sgd, K = {K}, M = {M}, alpha = 0..{alpha_max:g}"
+    nn2pp = NN2PP_SECONDS[(K, M, alpha_max)]
+    err_ours = np.abs(ours.error - tight.error).max()
+    err_euler = np.abs(euler_error - tight.error).max()
+    state_ours = np.abs(ours.states - tight.states).max()
+    state_euler = np.abs(states - tight.states).max()
+    reference = max(np.abs(check.error - tight.error).max(),
+                    np.abs(check.states - tight.states).max())
+    return [
+        row("theory", f"{name}: our solve (DOP853, rtol 1e-6)", ms(wall),
+            "<= 50 ms" if K == 2 else "", f"{wall / 0.05:.2f} of target" if K == 2 else "",
+            f"CPU {ms(cpu)}; {ours.nfev} rhs evaluations, {1e6 * wall / ours.nfev:.1f} us each "
+            f"(incl. records); final error {ours.error[-1]:.3g}"),
+        row("theory", f"{name}: nn2pp (C++, Euler dt = 0.01), quoted in issue 6, not run here",
+            f"{nn2pp:g} s", ">= 10x slower than ours", f"{nn2pp / wall:.0f}x our time"),
+        row("theory", f"{name}: Euler dt = 0.01 on our right-hand side (`benchmarks/euler.py`)",
+            ms(euler_seconds), "", f"{euler_seconds / wall:.0f}x our time",
+            f"{int(round(alpha_max / EULER_DT))} rhs evaluations"),
+        row("theory", f"{name}: max abs error of the error curve vs rtol 1e-12",
+            f"ours {err_ours:.2g}, Euler {err_euler:.2g}", "ours <= Euler",
+            f"Euler / ours = {err_euler / err_ours:.0f}",
+            f"max abs error of the state (Q, R, w): ours {state_ours:.2g}, Euler "
+            f"{state_euler:.2g}; the reference (rtol 1e-12, {tight.nfev} rhs evaluations) "
+            f"differs from rtol 1e-11 by {reference:.1g}; {len(times)} records"),
+    ]
 
 
-def input_draw() -> dict[str, object]:
-    """Median time of numpy's default Generator drawing the N inputs of one step."""
-    rng = np.random.default_rng(0)
-    rng.standard_normal(N_SIM)
-    blocks, blocks_cpu = [], []
-    for _ in range(DRAW_REPEATS):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(DRAW_CALLS):
-            rng.standard_normal(N_SIM)
-        blocks.append((time.perf_counter() - start) / DRAW_CALLS)
-        blocks_cpu.append((time.process_time() - start_cpu) / DRAW_CALLS)
-    per_draw = statistics.median(blocks)
-    return {"name": f"numpy default_rng().standard_normal({N_SIM})",
-            "seconds": per_draw, "cpu": statistics.median(blocks_cpu),
-            "detail": f"{1e6 * per_draw:.1f} us per call (median of {DRAW_REPEATS} blocks "
-                      f"of {DRAW_CALLS} calls)"}
+# -- simulations ---------------------------------------------------------------------------------
+def simulation_rows() -> list[dict[str, str]]:
+    rows = []
+    for algorithm in ("sgd", "anil"):
+        what = "sgd" if algorithm == "sgd" else "anil (population, second order)"
+        for N in SIM_WIDTHS:
+            steps = SIM_WORK // N
+            r = child("simulation", algorithm, str(N), str(steps), str(SIM_REPEATS))
+            ratio = r["per_step"] / r["per_draw"]
+            rows.append(row(
+                "simulation", f"{what}, K = M = 2, N = 10^{round(np.log10(N))}",
+                f"{1 / r['per_step']:,.0f} steps/s", "<= 1.5 x draw" if N == 10**4 else "",
+                f"{ratio:.2f} x draw",
+                f"{1e6 * r['per_step']:.1f} us per step; numpy draw of N normals "
+                f"{1e6 * r['per_draw']:.1f} us; peak RSS {r['rss_peak_mb']:.0f} MB (after "
+                f"imports {r['rss_baseline_mb']:.0f} MB, networks built "
+                f"{r['rss_built_mb']:.0f} MB); {steps} steps x {SIM_REPEATS}"))
+    return rows
 
 
-def simulation_case(algorithm: str, per_draw: float) -> dict[str, object]:
-    """Steps per second of one seed at N = 10^4, K = M = 2, and the ratio to the input draw."""
-    training = {"algorithm": algorithm, "lr": 0.5, "lr_head": 0.5, "alpha_max": SIM_ALPHA}
-    teacher = {"M": 2}
-    if algorithm == "anil":
-        teacher.update(ANIL["teacher"])
-        training.update(ANIL["training"])
-    config = Config.from_dict({"teacher": teacher, "student": {"K": 2}, "training": training,
-                               "output": {"points": 2}})
-    steps = int(round(SIM_ALPHA * N_SIM))
-    seconds, cpu, _ = median_time(lambda: simulate(config, N_SIM, [0], progress=False), REPEATS)
-    per_step = seconds / steps
-    what = "sgd" if algorithm == "sgd" else "anil (population support, second order)"
-    return {"name": f"{what} simulation, N = {N_SIM}, K = M = 2 ({steps} steps per run)",
-            "seconds": seconds, "cpu": cpu,
-            "detail": f"{1 / per_step:,.0f} steps/s = {1e6 * per_step:.1f} us per step, "
-                      f"{per_step / per_draw:.2f} x the input draw"}
+def core_rows() -> list[dict[str, str]]:
+    """How much a second process gets done: the same pure-Python loop alone and as two processes
+    started together (throughput ratio = 2 x time alone / time of the slower of the two)."""
+    args = [sys.executable, "-m", "benchmarks.child", "spin", str(SPIN)]
+    alone = child("spin", str(SPIN))["seconds"]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    both = max(json.loads(p.communicate()[0].strip().splitlines()[-1])["seconds"] for p in procs)
+    return [row("parallel seeds", "machine: 2 processes of a pure-Python loop at once",
+                f"{both:.2f} s", "", f"{2 * alone / both:.2f}x the throughput of 1 process",
+                f"alone {alone:.2f} s; the ceiling of any 2-process speed-up in this run (other "
+                "jobs on the machine lower it)")]
 
 
-def markdown(info: dict[str, str], rows: list[dict[str, object]]) -> str:
-    lines = ["# Benchmarks", "", "Written by `python -m benchmarks.run`.", "",
-             "## Machine", ""]
+def parallel_rows() -> list[dict[str, str]]:
+    """2 seeds at N = 10^4 (sgd) with 1 and 2 worker processes, alternately in ROUNDS rounds, and
+    the pool's start-up cost."""
+    config = simulation_config("sgd", PARALLEL_ALPHA)
+    N = 10**4
+    rounds = []
+    for _ in range(ROUNDS):
+        seconds = {}
+        for workers in (1, 2):
+            start = time.perf_counter()
+            runs = simulate(config, N, [0, 1], progress=False, workers=workers)
+            seconds[workers] = time.perf_counter() - start
+            if any(r.status != 0 for r in runs):
+                raise RuntimeError("parallel benchmark diverged")
+        rounds.append(seconds)
+    start = time.perf_counter()
+    simulate(simulation_config("sgd", 0.1), 100, [0, 1], progress=False, workers=2)
+    startup = time.perf_counter() - start
+    speedups = [r[1] / r[2] for r in rounds]
+    best = max(range(ROUNDS), key=lambda i: speedups[i])
+    return [row("parallel seeds", f"sgd, 2 seeds x {int(PARALLEL_ALPHA * N)} steps at N = 10^4, "
+                "2 processes", f"{statistics.median(r[2] for r in rounds):.2f} s", "",
+                f"{statistics.median(speedups):.2f}x 1 process",
+                f"1 process (in this process, one seed after the other) "
+                f"{statistics.median(r[1] for r in rounds):.2f} s; medians over {ROUNDS} rounds "
+                f"(speed-ups {', '.join(f'{x:.2f}' for x in speedups)}); start-up of the "
+                f"2-process pool (a 10-step run) {startup:.2f} s, so net of start-up "
+                f"{rounds[best][1] / (rounds[best][2] - startup):.2f}x in the best round")]
+
+
+# -- cold start ----------------------------------------------------------------------------------
+def cold_start_rows() -> list[dict[str, str]]:
+    rows = []
+    for label, modules in (("import theory, solvers, simulations, validation", PACKAGES),
+                           ("import theory.system, solvers.integrate, simulations.run, "
+                            "validation.cli (all the command line loads)", EVERYTHING)):
+        times = [child("import", modules)["import"] for _ in range(IMPORT_RUNS)]
+        rows.append(row("cold start", label, ms(statistics.median(times)), "<= 1 s",
+                        f"{statistics.median(times):.2f} of target",
+                        f"median of {IMPORT_RUNS} fresh processes (min {ms(min(times))}, "
+                        f"max {ms(max(times))})"))
+    for case, what in (("sgd", "sgd K = M = 2 to alpha = 1000"),
+                       ("anil", "validation/default.toml (anil, alpha = 80, meta-test)")):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {"NUMBA_CACHE_DIR": cache}
+            cold = child("first-solve", case, env=env)
+            warm = child("first-solve", case, env=env)
+        rows.append(row("cold start", f"first solve, empty numba cache: {what}",
+                        f"{cold['first']:.1f} s", "<= 30 s", f"{cold['first'] / 30:.2f} of target",
+                        f"CPU {cold['first_cpu']:.1f} s (compilation) + imports "
+                        f"{cold['import']:.2f} s; a second solve in that process "
+                        f"{ms(cold['second'])}"))
+        rows.append(row("cold start", f"first solve, second process (cache on disk): {what}",
+                        ms(warm["first"]), "pays nothing",
+                        f"+{ms(warm['first'] - warm['second'])} over a warm solve",
+                        f"loading the cached machine code; warm solve {ms(warm['second'])}; "
+                        f"imports {warm['import']:.2f} s"))
+    return rows
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+def sweep_rows() -> list[dict[str, str]]:
+    """Points per second of ``solvers.sweep.sweep`` with 1 and 2 worker processes, alternately in
+    ROUNDS rounds, and the time a 2-point sweep takes with 2 processes (the pool's start-up)."""
+    from solvers.sweep import parse_axis, sweep
+
+    config = theory_config(2, 2, 1000.0)
+
+    unsuccessful = set()
+
+    def rate(workers: int, points: int) -> float:
+        with tempfile.TemporaryDirectory() as out:
+            result = sweep(config, [parse_axis(f"training.lr={SWEEP_LR}:{points}")], out,
+                           workers=workers)
+        unsuccessful.add(points - result.count("success"))
+        return points / result.seconds
+
+    rounds = [(rate(1, SWEEP_POINTS), rate(2, SWEEP_POINTS)) for _ in range(ROUNDS)]
+    startup = 2 / rate(2, 2)
+    ratios = [two / one for one, two in rounds]
+    one, two = rounds[max(range(ROUNDS), key=lambda i: ratios[i])]
+    net = SWEEP_POINTS / (SWEEP_POINTS / two - startup)
+    lr = SWEEP_LR.replace(":", "..")
+    return [row("sweeps", f"{SWEEP_POINTS} points (sgd K = M = 2 to alpha = 1000, lr = {lr}), "
+                "2 processes", f"{statistics.median(r[1] for r in rounds):.1f} points/s",
+                ">= 1.7x 1 process", f"{statistics.median(ratios):.2f}x 1 process",
+                f"1 process {statistics.median(r[0] for r in rounds):.1f} points/s; medians over "
+                f"{ROUNDS} rounds (ratios {', '.join(f'{x:.2f}' for x in ratios)}); the 2-process "
+                f"rate includes the pool's start-up (a 2-point sweep with 2 processes: "
+                f"{startup:.2f} s), net of it {net / one:.2f}x in the best round; points not "
+                f"successful: {', '.join(str(n) for n in sorted(unsuccessful))}")]
+
+
+# -- report --------------------------------------------------------------------------------------
+HOW = """\
+All rows come from one run of `python -m benchmarks.run`; "ratio" compares figures of that run.
+
+- **theory**: `solvers.integrate.solve` on the config of `benchmarks.cases.theory_config` (default
+  drawn initial condition, lr = lr_head = 0.5, DOP853 at rtol = 1e-6, atol = 1e-8, 201 records,
+  observables included); median over 7 calls after one untimed warm-up call (numba's cache loaded,
+  scipy imported), wall time (`time.perf_counter`) with the CPU time (`time.process_time`) in the
+  detail. anil: second order, population support, task_std = 0.5, inner_lr = 0.5.
+- **nn2pp**: the public C++ integrator of Goldt et al. (explicit Euler at dt = 0.01) cannot be run
+  here; its times are those quoted in issue 6 for this kind of machine. **Euler dt = 0.01** is the
+  same scheme on our right-hand side (`benchmarks/euler.py`), timed once. **Accuracy**: the largest
+  absolute deviation over the 201 records of the error curve (and, in the detail, of every entry
+  of the state) from a DOP853 solve at rtol = 1e-12, atol = 1e-14 of the same system; the detail
+  says how far rtol 1e-11 is from that reference (its own accuracy).
+- **simulation**: each case in a fresh process (`benchmarks/child.py`): `make_run(config,
+  N).advance` for 10^8 / N outer steps (10^5 at N = 10^3 down to 100 at N = 10^6), median of 3 after
+  a warm-up of 1 % of the steps; the records (overlaps, observables) are not included. The draw is
+  numpy's default Generator (PCG64) `standard_normal(N)` in the same process (median of 5 blocks),
+  the work every online step must do at least; "x draw" = time per step / time per draw. It can be
+  below 1: the kernels draw the same stream of normals one at a time inside compiled code, faster
+  per normal than numpy's `standard_normal`. Peak memory is the process's peak resident set size
+  (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, which counts all memory: interpreter, libraries,
+  numba's compiled code and numpy's arrays), after the imports and a warm-up at N = 100, once the
+  networks of width N are built, and at the end; the growth is numpy's arrays (J and B, (K + M) N
+  doubles, plus the QR factorisation that builds them, the peak) and the kernel's inputs.
+- **parallel seeds**: `simulations.run.simulate(config, 10^4, [0, 1], workers=w)`, sgd K = M = 2,
+  10^5 steps per seed, with w = 1 (in this process) and w = 2 ("spawn" pool, whose start-up,
+  measured on a 10-step run, is included in the 2-process time and also given alone), alternately
+  in 3 rounds; the speed-up is the median of the rounds' ratios. Other jobs on the machine lower
+  it: the row "machine" (two pure-Python loops at once) and the cores they used (Machine section)
+  say how much of the second core this run had.
+- **cold start**: import times are measured inside fresh processes (the interpreter's own start-up
+  of ~20 ms is not included), median of 7. First solve: a fresh process with NUMBA_CACHE_DIR set
+  to an empty temporary folder times its first `solve(build_system(config))` (numba compiles every
+  function it reaches and writes its cache there), then a second process with the same folder
+  times its first solve (machine code loaded from the cache) and a second solve (warm).
+- **sweeps**: `solvers.sweep.sweep` over training.lr with 1 and 2 workers, alternately in 3 rounds
+  (points per second = points / wall time of the sweep call, pool start-up included; the start-up
+  is estimated by a 2-point sweep with 2 workers); medians of the rounds.
+"""
+
+
+def markdown(info: dict[str, str], rows: list[dict[str, str]], notes: list[str]) -> str:
+    lines = ["# Benchmarks", "", "Written by `python -m benchmarks.run`.", "", "## Machine", ""]
     lines += [f"- {key}: {value}" for key, value in info.items()]
-    lines += ["", "## Results", "", "| benchmark | median wall time | median CPU time | detail |",
-              "| --- | --- | --- | --- |"]
-    for row in rows:
-        lines.append(f"| {row['name']} | {row['seconds'] * 1e3:.3g} ms | "
-                     f"{row['cpu'] * 1e3:.3g} ms | {row['detail']} |")
-    how = (
-        "Every timed call is preceded by one untimed warm-up call of the same function, so numba's "
-        "compilation (or the loading of its on-disk cache) and scipy's imports are not timed. "
-        f"Times are medians over {REPEATS} calls of the wall time (`time.perf_counter`) and of "
-        "the CPU time of the process (`time.process_time`); the code is single-threaded, so on an "
-        "idle machine they agree and a wall time above the CPU time means the cores were shared "
-        "(see the load average). The steps per second and the ratio use wall times. The theory "
-        "rows time `solvers.integrate.solve` on the sgd system of a config with the default drawn "
-        "initial condition (lr = lr_head = 0.5, DOP853, rtol = 1e-6, atol = 1e-8, 201 records; "
-        "the time includes evaluating the observables at the records). The simulation row times "
-        f"`simulations.run.simulate` for one seed at N = {N_SIM} over alpha = {SIM_ALPHA:g} with "
-        "two records, so besides the steps it includes building the networks (one QR of an "
-        "N x (K + M) matrix) and two overlap evaluations. The input-draw row times numpy's "
-        "default Generator (PCG64) drawing N standard normals, the unavoidable work of one online "
-        f"step, in blocks of {DRAW_CALLS} calls in the same process; the ratio in the simulation "
-        "row is time per step / time per draw. It can be below 1: the simulation draws the same "
-        "stream of normals one by one inside numba-compiled code (`simulations.kernels."
-        "draw_input`), whose cost per normal differs from that of numpy's `standard_normal`."
-    )
-    lines += ["", "## How it was measured", "", how, ""]
+    lines += ["", "## Results", "", "| | benchmark | measured | target / reference | ratio | "
+              "detail |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['group']} | {r['name']} | {r['value']} | {r['target']} | {r['ratio']} | "
+              f"{r['detail']} |" for r in rows]
+    if notes:
+        lines += ["", *notes]
+    lines += ["", "## How it was measured", "", HOW]
     return "\n".join(lines)
 
 
 def main() -> None:
     info = machine()
+    info["load average (1, 5, 15 min) at the start"] = load()
     for key, value in info.items():
         print(f"{key}: {value}")
-    draw = input_draw()
-    rows = [theory_case(2, 2, 1000.0), theory_case(8, 4, 100.0),
-            theory_case(2, 2, 100.0, "anil", 1), theory_case(2, 2, 100.0, "anil", 5),
-            simulation_case("sgd", draw["seconds"]), simulation_case("anil", draw["seconds"]),
-            draw]
-    info["load average (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    for row in rows:
-        print(f"{row['name']}: {row['seconds'] * 1e3:.3g} ms wall, {row['cpu'] * 1e3:.3g} ms CPU "
-              f"({row['detail']})")
-    RESULTS.write_text(markdown(info, rows))
+    rows: list[dict[str, str]] = []
+    notes: list[str] = []
+    sections = [theory_rows, simulation_rows, core_rows, parallel_rows, cold_start_rows]
+    if (ROOT / "solvers" / "sweep.py").is_file():
+        sections.append(sweep_rows)
+    else:
+        notes.append("Sweeps: pending (solvers/sweep.py does not exist yet).")
+    others = []
+    for section in sections:
+        start, (machine_start, own_start) = time.perf_counter(), busy_seconds()
+        new = section()
+        machine_end, own_end = busy_seconds()
+        elapsed = time.perf_counter() - start
+        cores = (machine_end - machine_start - (own_end - own_start)) / elapsed
+        others.append(f"{section.__name__.removesuffix('_rows')} {max(cores, 0.0):.2f}")
+        for r in new:
+            print(" | ".join(v for v in r.values() if v))
+        rows += new
+    info["load average (1, 5, 15 min) at the end"] = load()
+    info["cores used by other jobs during each section (from /proc/stat)"] = ", ".join(others)
+    RESULTS.write_text(markdown(info, rows, notes))
     print(f"wrote {RESULTS}")
 
 

@@ -13,9 +13,14 @@ of its expectation. The head moves by -(lr_head / N) wbar with wbar = A^T mean_i
 g(lambda_i)] (second order, from the same pull-back) or mean_i[Delta_i g(lambda_i)] (first order).
 
 Q, R are carried along exactly: the update is J' = a J + h B + sum_i c_i x_i^T with
-a = I - 2 lr G / N, h = -lr H / N, so Q' = J' J'^T / N and R' = J' B^T / N follow from Q, R, T,
-the fields and the Gram matrix of the inputs in O(K^2) work per step; they are recomputed from J
-at every record, so rounding errors cannot accumulate.
+a = I - 2 lr G / N, h = -lr H / N, i.e. J' = W V with W = [a | h | c^T] and V the rows
+[J; B; x_1 .. x_n]. The Gram matrix V V^T / N of those rows is known without touching N-sized data,
+
+    Gamma = [[Q, R, lambda^T / sqrt N], [R^T, T, nu^T / sqrt N], [., ., X X^T / N]]  (symmetric),
+
+so Q' = J' J'^T / N = W Gamma W^T and R' = J' B^T / N = (W Gamma)[:, K:K+M], O(K^2) work per step;
+they are recomputed from J at every record, so rounding errors cannot accumulate. J' = W V itself is
+formed in place in one blocked pass over J, B and the inputs (``mix_rows``).
 """
 
 from __future__ import annotations
@@ -25,9 +30,55 @@ import math
 import numpy as np
 from numba import njit
 
-from simulations.kernels import draw_input, fields, g, g_prime
+from simulations.kernels import dot, draw_input, fields, g, g_prime
 from theory.anil import chain_to_overlaps, inner_loop, inner_loop_vjp
 from theory.fields import error_blocks, task_basis
+
+BLOCK = 2048  # columns of J per pass of ``mix_rows`` (K x 16 kB of buffer, cache-resident)
+
+
+@njit(cache=True)
+def _row(J: np.ndarray, B: np.ndarray, xs: np.ndarray, j: int, start: int,
+         stop: int) -> np.ndarray:
+    """Columns start:stop of row j of V = [J; B; xs]."""
+    K, M = J.shape[0], B.shape[0]
+    if j < K:
+        return J[j, start:stop]
+    if j < K + M:
+        return B[j - K, start:stop]
+    return xs[j - K - M, start:stop]
+
+
+@njit(cache=True)
+def mix_rows(J: np.ndarray, B: np.ndarray, xs: np.ndarray, W: np.ndarray,
+             buf: np.ndarray) -> np.ndarray:
+    """J <- W V in place, V = [J; B; xs] (rows: J_k <- sum_j W_kj V_j), and return the Gram matrix
+    xs xs^T / N of the inputs; one pass over memory.
+
+    The columns are processed in blocks of ``buf.shape[1]``: the new block of J is assembled in
+    ``buf`` (K x block) and copied back, so no N-sized temporary is allocated and each block of
+    J, B and xs is read from memory once.
+    """
+    K, N = J.shape
+    n_ex = xs.shape[0]
+    gram = np.zeros((n_ex, n_ex))
+    for start in range(0, N, buf.shape[1]):
+        stop = min(start + buf.shape[1], N)
+        for k in range(K):
+            out = buf[k, : stop - start]
+            out[:] = 0.0
+            for j in range(W.shape[1]):
+                src, c = _row(J, B, xs, j, start, stop), W[k, j]
+                for i in range(out.shape[0]):
+                    out[i] += c * src[i]
+        J[:, start:stop] = buf[:, : stop - start]
+        for q in range(n_ex):
+            for r in range(q + 1):
+                gram[q, r] += dot(xs[q, start:stop], xs[r, start:stop])
+    for q in range(n_ex):
+        for r in range(q):
+            gram[r, q] = gram[q, r]
+    return gram / N
 
 
 @njit(cache=True)
@@ -42,10 +93,11 @@ def anil_population_steps(J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner
     xs = np.empty((n_ex, N))
     lam = np.empty((n_ex, K))
     nu = np.empty((n_ex, M))
-    coef = np.empty((n_ex, K))
     e = np.empty(M + 1)
     e[0] = 1.0
-    new_J = np.empty_like(J)
+    buf = np.empty((K, BLOCK))
+    W = np.zeros((K, K + M + n_ex))  # J' = W [J; B; xs]: columns a | h | c^T
+    gamma = np.empty((K + M + n_ex, K + M + n_ex))  # Gram matrix of the rows [J; B; xs] / N
     for _ in range(n_steps):
         C, D, _E = error_blocks(Q, R, T)
         Zs = inner_loop(C, D, w, U, inner_lr, inner_steps)
@@ -70,37 +122,32 @@ def anil_population_steps(J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner
                 if noise > 0.0:
                     delta -= noise * rng.standard_normal()
                 for k in range(K):
-                    coef[i, k] = -lr * delta * w_ad[k] * g_prime(lam[i, k]) / (n_ex * sqrt_n)
+                    W[k, K + M + i] = -lr * delta * w_ad[k] * g_prime(lam[i, k]) / (n_ex * sqrt_n)
                     for j in range(M + 1):
                         Zbar[k, j] += delta * g(lam[i, k]) * e[j] / n_ex
                 i += 1
-        # J' = a J + h B + sum_i coef_i x_i^T, head and carried overlaps
-        a = np.eye(K)
-        h = np.zeros((K, M))
+        # a = I - 2 lr G / N and h = -lr H / N (second order), a = I and h = 0 (first order)
+        for k in range(K):
+            for l in range(K):
+                W[k, l] = 1.0 if k == l else 0.0
         if second_order:
             Cbar, Dbar, wbar = inner_loop_vjp(Zs, C, U, inner_lr, Zbar)
             G, H = chain_to_overlaps(Q, R, T, Cbar, Dbar)
-            a -= (2.0 * lr / N) * G
-            h = -(lr / N) * H
+            W[:, :K] -= (2.0 * lr / N) * G
+            W[:, K:K + M] = -(lr / N) * H
         else:
             wbar = Zbar[:, 0].copy()
-        for k in range(K):
-            row = new_J[k]
-            row[:] = 0.0
-            for l in range(K):
-                row += a[k, l] * J[l]
-            for m in range(M):
-                row += h[k, m] * B[m]
-            for i in range(n_ex):
-                row += coef[i, k] * xs[i]
-        J[:, :] = new_J
+        gamma[:K, :K] = Q
+        gamma[:K, K:K + M] = R
+        gamma[K:K + M, K:K + M] = T
+        gamma[:K, K + M:] = lam.T / sqrt_n
+        gamma[K:K + M, K + M:] = nu.T / sqrt_n
+        gamma[K + M:, K + M:] = mix_rows(J, B, xs, W, buf)  # J <- W V, and X X^T / N
+        gamma[K:K + M, :K] = R.T
+        gamma[K + M:, :K + M] = gamma[:K + M, K + M:].T
         for k in range(K):
             w[k] -= lr_head / N * wbar[k]
-        # carried overlaps: cross terms with the inputs through the fields and their Gram matrix
-        Jx = a @ lam.T / sqrt_n + h @ nu.T / sqrt_n  # (a J + h B) x_i / N, shape K x n_ex
-        gram = xs @ xs.T / N
-        Q_new = a @ Q @ a.T + a @ R @ h.T + h @ R.T @ a.T + h @ T @ h.T
-        Q_new += Jx @ coef + coef.T @ Jx.T + coef.T @ gram @ coef
-        R_new = a @ R + h @ T + coef.T @ nu / sqrt_n
+        W_gamma = W @ gamma
+        Q_new = W_gamma @ W.T
         Q[:, :] = 0.5 * (Q_new + Q_new.T)
-        R[:, :] = R_new
+        R[:, :] = W_gamma[:, K:K + M]

@@ -10,10 +10,15 @@ over fresh tasks, ``FewShotRun.observables``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import multiprocessing
+import multiprocessing.queues
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from queue import Empty
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from simulations.anil import anil_population_steps
 from simulations.fewshot import adapted_error_mc, fewshot_steps
@@ -25,6 +30,9 @@ from theory.fields import representation_error, specialisation
 from theory.state import pack
 from theory.system import build_system
 from theory.trajectory import DIVERGED, Trajectory, metatest_curves
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def record_steps(config: Config, N: int) -> np.ndarray:
@@ -128,25 +136,19 @@ def make_run(config: Config, N: int, rng: np.random.Generator) -> Run:
     return FewShotRun(config, N, rng)  # anil with P support examples, or maml
 
 
-def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> Trajectory:
-    """One simulated trajectory at width N with random stream ``seed``.
-
-    Observables, the validity check and the meta-test curves come from the config's ODE system,
-    evaluated on the networks' exact overlaps. maml has no ODE system: its states are only checked
-    to be finite, its observables are the run's own Monte Carlo estimates
-    (``FewShotRun.observables``) and it records no meta-test curves.
-    """
+def _trajectory(config: Config, N: int, seed: int,
+                advanced: Callable[[int], object] | None = None) -> Trajectory:
+    """The trajectory of ``simulate_seed``; ``advanced(n)`` is called after every n steps."""
     rng = np.random.default_rng(seed)
     run = make_run(config, N, rng)
     system = None if config.training.algorithm == "maml" else build_system(config)
     steps = record_steps(config, N)
     states, obs, status, message = [], [], 0, ""
     done = 0
-    bar = tqdm(total=int(steps[-1]), desc=f"seed {seed}", unit="step", unit_scale=True,
-               disable=not progress, leave=False)
     for target in steps:
         run.advance(int(target - done))
-        bar.update(int(target - done))
+        if advanced is not None:
+            advanced(int(target - done))
         done = int(target)
         Q, R, w = run.state()
         y = pack(Q, R, w)
@@ -159,7 +161,6 @@ def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> T
             break
         states.append(y)
         obs.append(run.observables() if system is None else system.observables(y))
-    bar.close()
     names = list(obs[0]) if obs else ["error", "error_before_adaptation"]
     return Trajectory(alpha=steps[: len(states)] / N, states=np.array(states).reshape(
         len(states), -1), K=config.K, M=config.M,
@@ -170,11 +171,102 @@ def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> T
             system.metatest))
 
 
+def _progress_bar(total: int, desc: str, progress: bool) -> tqdm:
+    """A tqdm bar (notebook or terminal); tqdm.auto is imported here, not with the module, because
+    its import (with asyncio) costs ~70 ms of every start-up of the command line."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, disable=not progress,
+                leave=False)
+
+
+def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> Trajectory:
+    """One simulated trajectory at width N with random stream ``seed``.
+
+    Observables, the validity check and the meta-test curves come from the config's ODE system,
+    evaluated on the networks' exact overlaps. maml has no ODE system: its states are only checked
+    to be finite, its observables are the run's own Monte Carlo estimates
+    (``FewShotRun.observables``) and it records no meta-test curves.
+    """
+    total = int(record_steps(config, N)[-1])
+    with _progress_bar(total, f"seed {seed}", progress) as bar:
+        return _trajectory(config, N, seed, bar.update)
+
+
+# -- several seeds in worker processes ---------------------------------------------------------
+_progress_queue = None  # in a worker process: where its steps are reported (None: not reported)
+
+
+def _start_worker(queue: multiprocessing.queues.Queue | None) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _report(n_steps: int) -> None:
+    _progress_queue.put(n_steps)
+
+
+def _seed_in_worker(raw: dict, N: int, seed: int) -> Trajectory:
+    """``simulate_seed`` in a worker process; the config travels as its plain ``raw`` form, from
+    which ``Config.from_dict`` rebuilds it exactly (drawn initial overlaps come from init_seed)."""
+    config = Config.from_dict(raw)
+    return _trajectory(config, N, seed, None if _progress_queue is None else _report)
+
+
+def _drain(queue: multiprocessing.queues.Queue | None, bar: tqdm) -> None:
+    """Move the steps the workers have reported so far onto the bar."""
+    if queue is None:
+        return
+    while True:
+        try:
+            bar.update(queue.get_nowait())
+        except Empty:
+            return
+
+
 def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None = None,
-             progress: bool = True) -> list[Trajectory]:
-    """Trajectories of ``seeds`` (default: config.simulation) at width N (default: config)."""
+             progress: bool = True, workers: int | None = None) -> list[Trajectory]:
+    """Trajectories of ``seeds`` (default: config.simulation) at width N (default: config).
+
+    The seeds run in ``workers`` processes (default: one per seed up to ``os.cpu_count()``),
+    started with the "spawn" method of ``concurrent.futures.ProcessPoolExecutor``; ``workers = 1``
+    runs them one after the other in this process. Each seed has its own random stream
+    (``np.random.default_rng(seed)``) and every process runs the same compiled kernels, so the
+    result is the same, bit for bit, whatever ``workers`` is. Progress is one bar over seeds x
+    steps, drawn by this process only (workers report their steps through a queue). Starting the
+    pool costs about a second (each worker imports the packages and loads the compiled kernels
+    from numba's cache), so ``workers = 1`` is faster for runs of a few seconds. As with any
+    "spawn" pool, a script that calls this with workers > 1 must guard its top level with
+    ``if __name__ == "__main__":``.
+    """
     N = config.simulation.N if N is None else N
     if seeds is None:
         first = config.simulation.seed
         seeds = range(first, first + config.simulation.seeds)
-    return [simulate_seed(config, N, s, progress) for s in seeds]
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        return []
+    workers = min(len(seeds), os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers = {workers} must be at least 1")
+    workers = min(workers, len(seeds))
+    desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
+    total = len(seeds) * int(record_steps(config, N)[-1])
+    with _progress_bar(total, desc, progress) as bar:
+        if workers <= 1:
+            return [_trajectory(config, N, s, bar.update) for s in seeds]
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue() if progress else None
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(queue,)) as pool:
+            futures = [pool.submit(_seed_in_worker, config.raw, N, s) for s in seeds]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+                _drain(queue, bar)
+                failed = [f.exception() for f in done if f.exception() is not None]
+                if failed:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise failed[0]
+            bar.update(total - bar.n)  # steps whose reports were still in the queue's pipe
+            return [f.result() for f in futures]

@@ -1,0 +1,27 @@
+"""The configs the benchmarks time (shared by ``benchmarks.run`` and ``benchmarks.child``)."""
+
+from __future__ import annotations
+
+from theory.config import Config
+
+#: anil settings of every anil benchmark: second order, population support, one task per step.
+ANIL_TEACHER = {"task_std": 0.5}
+ANIL_TRAINING = {"algorithm": "anil", "order": "second", "inner_lr": 0.5}
+
+
+def theory_config(K: int, M: int, alpha_max: float, algorithm: str = "sgd",
+                  inner_steps: int = 1) -> Config:
+    """lr = lr_head = 0.5, the default drawn initial condition, DOP853 at rtol 1e-6, atol 1e-8,
+    201 linearly spaced records (multiples of 0.01, so Euler at dt = 0.01 hits them exactly)."""
+    teacher: dict = {"M": M}
+    training: dict = {"algorithm": algorithm, "lr": 0.5, "lr_head": 0.5, "alpha_max": alpha_max}
+    if algorithm == "anil":
+        teacher.update(ANIL_TEACHER)
+        training.update(ANIL_TRAINING, inner_steps=inner_steps)
+    return Config.from_dict({"teacher": teacher, "student": {"K": K}, "training": training,
+                             "solver": {"method": "DOP853", "rtol": 1e-6, "atol": 1e-8}})
+
+
+def simulation_config(algorithm: str, alpha_max: float, K: int = 2, M: int = 2) -> Config:
+    """sgd or anil (population support) with lr = lr_head = 0.5 and two records."""
+    return theory_config(K, M, alpha_max, algorithm).replace("output.points", 2)

@@ -1,0 +1,127 @@
+"""Measurements that need a process of their own; ``benchmarks.run`` starts them.
+
+    python -m benchmarks.child simulation ALGORITHM N STEPS REPEATS
+    python -m benchmarks.child first-solve CASE           (CASE: sgd | anil)
+    python -m benchmarks.child import MODULE[,MODULE...]
+    python -m benchmarks.child spin ITERATIONS
+
+Each prints one JSON object on its last line of output.
+
+simulation: steps per second of one run (``simulations.run.make_run(...).advance``) at width N,
+K = M = 2, and numpy's ``default_rng().standard_normal(N)`` in the same process, both as medians;
+the peak resident memory of the process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) before
+the networks of width N exist (after the imports and a warm-up at N = 100 that loads the compiled
+kernels), once they are built (``simulations.networks``: the QR factorisation of an N x (K + M)
+Gaussian matrix and its products) and at the end of the stepping.
+
+first-solve: wall and CPU time of the imports, of the first ``solve`` in the process (numba compiles
+it, or loads it from its cache: NUMBA_CACHE_DIR is set by the caller) and of a second solve.
+CASE sgd is the curve K = M = 2 to alpha = 1000 of the theory benchmark; CASE anil is the built-in
+experiment ``validation/default.toml`` (anil, K = M = 2, second order, alpha = 80, meta-test
+curves).
+
+import: wall time of importing the modules, in this fresh process.
+
+spin: wall time of a pure-Python loop of ITERATIONS additions (no memory traffic, no libraries):
+run alone and as two processes at once, it says how much of a second core the machine gives.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def simulation(algorithm: str, N: int, steps: int, repeats: int) -> dict[str, float]:
+    import numpy as np
+
+    from benchmarks.cases import simulation_config
+    from simulations.run import make_run
+
+    config = simulation_config(algorithm, 1.0)
+    make_run(config, 100, np.random.default_rng(1)).advance(10)  # load the compiled kernels
+    baseline = _rss_mb()
+    run = make_run(config, N, np.random.default_rng(0))
+    built = _rss_mb()
+    run.advance(max(1, steps // 100))
+    per_step = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run.advance(steps)
+        per_step.append((time.perf_counter() - start) / steps)
+    rng = np.random.default_rng(0)
+    calls = max(5, 10**7 // N)
+    per_draw = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            rng.standard_normal(N)
+        per_draw.append((time.perf_counter() - start) / calls)
+    return {"per_step": statistics.median(per_step), "per_draw": statistics.median(per_draw),
+            "rss_baseline_mb": baseline, "rss_built_mb": built, "rss_peak_mb": _rss_mb()}
+
+
+def first_solve(case: str) -> dict[str, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    from pathlib import Path
+
+    from benchmarks.cases import theory_config
+    from solvers.integrate import solve
+    from theory.config import Config
+    from theory.system import build_system
+
+    out = {"import": time.perf_counter() - wall, "import_cpu": time.process_time() - cpu}
+    if case == "sgd":
+        config = theory_config(2, 2, 1000.0)
+    else:
+        config = Config.from_toml(Path(__file__).parents[1] / "validation" / "default.toml")
+    for name in ("first", "second"):
+        wall, cpu = time.perf_counter(), time.process_time()
+        traj = solve(build_system(config))
+        out[name], out[f"{name}_cpu"] = time.perf_counter() - wall, time.process_time() - cpu
+        if traj.status != 0:
+            raise RuntimeError(traj.message)
+    return out
+
+
+def import_time(modules: str) -> dict[str, float]:
+    import importlib
+
+    start = time.perf_counter()
+    for name in modules.split(","):
+        importlib.import_module(name)
+    return {"import": time.perf_counter() - start}
+
+
+def spin(iterations: int) -> dict[str, float]:
+    start = time.perf_counter()
+    total = 0
+    for i in range(iterations):
+        total += i
+    return {"seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str]) -> None:
+    kind, args = argv[0], argv[1:]
+    if kind == "simulation":
+        result = simulation(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif kind == "first-solve":
+        result = first_solve(args[0])
+    elif kind == "spin":
+        result = spin(int(args[0]))
+    elif kind == "import":
+        result = import_time(args[0])
+    else:
+        raise SystemExit(f"unknown measurement {kind!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
