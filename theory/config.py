@@ -25,6 +25,11 @@ ALGORITHMS = ("sgd", "anil", "maml")
 ORDERS = ("first", "second")
 SPACINGS = ("linear", "log")
 METHODS = ("DOP853", "RK45", "Radau", "BDF", "LSODA")
+#: Relative tolerance of positive semi-definiteness: a symmetric matrix whose smallest eigenvalue
+#: is >= -PSD_TOLERANCE max(1, max |entry|) counts as a covariance (rounding of overlaps that are
+#: exactly singular, e.g. a student unit equal to a teacher unit). Used by the config and by the
+#: state check of theory and simulation (``theory.system``).
+PSD_TOLERANCE = 1e-10
 
 
 class ConfigError(ValueError):
@@ -104,6 +109,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "method": Key("str", "DOP853", "scipy.integrate.solve_ivp method", choices=METHODS),
         "rtol": Key("float", 1e-8, "relative tolerance of the ODE integrator", 1e-14, 1e-1),
         "atol": Key("float", 1e-10, "absolute tolerance of the ODE integrator", 1e-16, 1e-1),
+        "max_norm": Key("float", 1e5, "runaway bound: theory and simulation stop (diverged) "
+                        "once a student unit's squared norm Q_kk exceeds max_norm max_m T_mm",
+                        0, 1e8, low_open=True),
     },
     "theory": {
         "mc_tasks": Key("int", 2000, "Monte Carlo tasks (support sets) per evaluation of the "
@@ -118,7 +126,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seeds": Key("int", 3, "independent runs (seeds 0 .. seeds-1 offset by seed)", 1, 10000),
         "seed": Key("int", 0, "first seed", 0, 2**63 - 1),
         "eval_tasks": Key("int", 256, "fresh tasks per Monte Carlo estimate of a finite-support "
-                          "error", 1, 10**7),
+                          "error (>= 2: the estimate comes with its standard error)", 2, 10**7),
+        "checkpoint_every": Key("float", 60.0, "seconds between checkpoints of a simulation in "
+                                "its output folder (for --resume); 0 = none", 0, 1e9),
     },
 }
 
@@ -127,36 +137,47 @@ def _fail(key: str, message: str) -> None:
     raise ConfigError(key, message)
 
 
+def _show(value: Any) -> str:
+    """``repr(value)`` on one line, at most 60 characters (for error messages)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _check_number(key: str, spec: Key, value: Any) -> float | int:
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
             if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
                 value = int(value)
             else:
-                _fail(key, f"expected an integer, got {value!r}")
+                _fail(key, f"expected an integer, got {_show(value)}")
         value = int(value)
     else:
         if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-            _fail(key, f"expected a number, got {value!r}")
-        value = float(value)
+            _fail(key, f"expected a number, got {_show(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the range of a float
+            _fail(key, f"expected a finite number, got {_show(value)}")
         if not math.isfinite(value):
-            _fail(key, f"expected a finite number, got {value!r}")
+            _fail(key, f"expected a finite number, got {_show(value)}")
     lo, hi = spec.low, spec.high
     if lo is not None and (value < lo or (spec.low_open and value == lo)):
         _fail(
             key,
             f"must be {'>' if spec.low_open else '>='} {lo:g} (allowed range "
-            f"{'(' if spec.low_open else '['}{lo:g}, {hi:g}]), got {value!r}",
+            f"{'(' if spec.low_open else '['}{lo:g}, {hi:g}]), got {_show(value)}",
         )
     if hi is not None and value > hi:
-        _fail(key, f"must be <= {hi:g} (allowed range [{lo:g}, {hi:g}]), got {value!r}")
+        _fail(key, f"must be <= {hi:g} (allowed range [{lo:g}, {hi:g}]), got {_show(value)}")
     return value
 
 
 def _check_array(key: str, value: Any, ndim: int) -> np.ndarray:
+    if _has_non_number(value):
+        _fail(key, f"expected a {'list' if ndim == 1 else 'list of lists'} of numbers")
     try:
         arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         _fail(key, f"expected a {'list' if ndim == 1 else 'list of lists'} of numbers")
     if arr.ndim != ndim:
         _fail(
@@ -169,20 +190,27 @@ def _check_array(key: str, value: Any, ndim: int) -> np.ndarray:
     return arr
 
 
+def _has_non_number(value: Any) -> bool:
+    """Whether a (nested) list holds a bool or a string, which numpy would silently convert."""
+    if isinstance(value, list | tuple):
+        return any(_has_non_number(v) for v in value)
+    return isinstance(value, bool | np.bool_ | str | bytes)
+
+
 def _check_value(key: str, spec: Key, value: Any) -> Any:
     if spec.kind in ("int", "float"):
         return _check_number(key, spec, value)
     if spec.kind == "str":
         if not isinstance(value, str) or value not in spec.choices:
-            _fail(key, f"must be one of {', '.join(map(repr, spec.choices))}, got {value!r}")
+            _fail(key, f"must be one of {', '.join(map(repr, spec.choices))}, got {_show(value)}")
         return value
     if spec.kind == "support":
-        if value == "population":
+        if isinstance(value, str) and value == "population":
             return value
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            _fail(key, f'must be "population" or an integer >= 1, got {value!r}')
+            _fail(key, f'must be "population" or an integer >= 1, got {_show(value)}')
         if not 1 <= value <= 10**6:
-            _fail(key, f"must be in [1, 1000000] support examples, got {value!r}")
+            _fail(key, f"must be in [1, 1000000] support examples, got {_show(value)}")
         return int(value)
     if spec.kind == "vector":
         return _check_array(key, value, 1)
@@ -198,6 +226,8 @@ class Section:
     _values: Mapping[str, Any]
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # e.g. while unpickling, before _values exists
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -399,9 +429,16 @@ def _fill_initial_conditions(v: dict[str, dict[str, Any]]) -> None:
                 s[name] = drawn
     omega = np.block([[s["Q0"], s["R0"]], [s["R0"].T, t["T"]]])
     lowest = np.linalg.eigvalsh(omega).min()
-    if lowest < -1e-10 * max(1.0, np.abs(omega).max()):
+    if lowest < -PSD_TOLERANCE * max(1.0, np.abs(omega).max()):
         _fail(
             "student.Q0",
             f"[[Q0, R0], [R0^T, T]] must be positive semi-definite "
             f"(smallest eigenvalue {lowest:.3g})",
+        )
+    norm = float(np.max(np.diag(s["Q0"]))) / float(np.max(np.diag(t["T"])))
+    if norm > v["solver"]["max_norm"]:
+        _fail(
+            "solver.max_norm",
+            f"the initial state is already a runaway: max_k Q0_kk / max_m T_mm = {norm:.6g} > "
+            f"max_norm = {v['solver']['max_norm']:g}",
         )

@@ -4,6 +4,11 @@
 initial state y0 = pack(Q0, R0, w0), the right-hand side dy/dalpha, and ``observables(y)``: the
 named scalars recorded along a trajectory (the same function serves the simulations, which
 evaluate it on their networks' exact order parameters).
+
+Validity of a state (theory after every accepted integrator step, simulation after every chunk of
+steps): ``state_problem`` (non-finite, blow-up, lost covariance); at every record also ``runaway``
+(a student unit longer than ``solver.max_norm`` allows). A run that fails either stops there,
+keeping its records up to that point, with a message that says at which alpha and why.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 from numba import njit
 
-from theory.config import Config, ConfigError
+from theory.config import PSD_TOLERANCE, Config, ConfigError
 from theory.fields import representation_error, specialisation
 from theory.state import column_names, pack, unpack
 
@@ -73,39 +78,101 @@ class ODESystem(ABC):
                                             float(mt.inner_lr), int(mt.inner_steps),
                                             mt.support, *crn)[0]
 
+    @property
+    def psd_tolerance(self) -> float:
+        """Relative tolerance of the covariance check of ``invalid``:
+        min(1e-2, max(PSD_TOLERANCE, 10 (solver.rtol + solver.atol))).
+
+        An integrated state carries errors of ~rtol |y| + atol per entry, so a covariance that is
+        exactly singular (a student that has learnt a teacher unit: Omega -> singular as alpha ->
+        infinity) is integrated into smallest eigenvalues of ~ -0.4 rtol (measured for sgd, rtol =
+        1e-6 .. 1e-10, up to alpha = 1e6): rounding of a valid state, not a lost covariance. The
+        factor 10 leaves a margin of 25 over that; the cap keeps a check for very loose tolerances.
+        """
+        sv = self.config.solver
+        return min(1e-2, max(PSD_TOLERANCE, 10.0 * (sv.rtol + sv.atol)))
+
     def invalid(self, y: np.ndarray) -> str:
-        """Why y is not a valid state ('' if it is): non-finite, runaway, or not a covariance."""
-        code, index = _state_check(y, self.K, self.M, self.T, DIVERGENCE_BOUND)
-        if code == 0:
-            return ""
-        name = column_names(self.K, self.M)[index] if index >= 0 else "Q"
-        return {
-            1: f"{name} is not finite",
-            2: f"|{name}| exceeded {DIVERGENCE_BOUND:g}",
-            3: "[[Q, R], [R^T, T]] lost positive semi-definiteness "
-               "(an overlap exceeds the product of the norms)",
-        }[code]
+        """Why y is not a valid state ('' if it is): ``state_problem`` (non-finite, beyond
+        DIVERGENCE_BOUND, or Omega no longer a covariance within ``psd_tolerance``)."""
+        return state_problem(y, self.K, self.M, self.T, self.psd_tolerance)
+
+    def runaway(self, y: np.ndarray) -> str:
+        """Why the recorded state y is a runaway ('' if not): ``runaway(.., solver.max_norm)``."""
+        return runaway(y, self.K, self.M, self.T, self.config.solver.max_norm)
+
+
+def state_problem(y: np.ndarray, K: int, M: int, T: np.ndarray,
+                  tolerance: float = PSD_TOLERANCE) -> str:
+    """Why y = pack(Q, R, w) is not a valid state of the dynamics ('' if it is).
+
+    Checked in this order: an entry that is not finite; an entry with |y_i| > DIVERGENCE_BOUND (a
+    blow-up); Omega = [[Q, R], [R^T, T]] not positive semi-definite, i.e. its smallest eigenvalue
+    below -tolerance max(1, max |Omega_ij|) (default: PSD_TOLERANCE, the config's check of Q0, R0):
+    then (Q, R) are no overlaps of any vectors, and further on the Gaussian integrals break down
+    (arcsin arguments reach +-1 when Omega + I is singular). The message names the entry or the
+    eigenvalue.
+    """
+    y = np.ascontiguousarray(y, dtype=float)
+    code, index, value = _state_check(y, K, M, np.ascontiguousarray(T, dtype=float),
+                                      DIVERGENCE_BOUND, tolerance)
+    if code == 0:
+        return ""
+    name = column_names(K, M)[index] if index >= 0 else ""
+    if code == 1:
+        return f"{name} is not finite ({value})"
+    if code == 2:
+        return f"|{name}| = {abs(value):.6g} exceeded {DIVERGENCE_BOUND:g}"
+    return (f"[[Q, R], [R^T, T]] lost positive semi-definiteness (smallest eigenvalue "
+            f"{value:.3g}; an overlap exceeds what the norms allow)")
+
+
+def runaway(y: np.ndarray, K: int, M: int, T: np.ndarray, max_norm: float) -> str:
+    """Why y is a runaway ('' if not): max_k Q_kk > max_norm max_m T_mm (``solver.max_norm``).
+
+    Above the maximal learning rate the norms of the student units grow without bound, but for erf
+    units (g' ~ Q_kk^-1/2 once saturated) often only like a power of alpha, never reaching
+    DIVERGENCE_BOUND: this bound makes such a run stop. It is checked at the recorded meta-times
+    (theory and simulation alike, so both stop at the same record).
+    """
+    Q, _, _ = unpack(np.asarray(y, dtype=float), K, M)
+    diag = np.diag(Q)
+    scale = float(np.max(np.diag(T)))
+    k = int(np.argmax(diag))
+    if diag[k] > max_norm * scale:
+        return (f"runaway: Q_{k}_{k} / max_m T_mm = {diag[k] / scale:.6g} exceeded "
+                f"solver.max_norm = {max_norm:g}")
+    return ""
+
+
+def non_finite(observables: dict[str, float]) -> str:
+    """Why the observables of a record cannot be written ('' if they can): the first one that is
+    not finite (a NaN or inf in an output is never silent: the run stops before that record)."""
+    for name, value in observables.items():
+        if not np.isfinite(value):
+            return f"the observable {name} is not finite ({value})"
+    return ""
 
 
 @njit(cache=True)
-def _state_check(y, K, M, T, bound):
-    """(code, index): 0 valid, 1 non-finite, 2 beyond bound, 3 Cauchy-Schwarz of Omega violated."""
+def _state_check(y, K, M, T, bound, tolerance):
+    """(code, index, value): 0 valid; 1 y[index] non-finite; 2 |y[index]| > bound; 3 the smallest
+    eigenvalue ``value`` of Omega is below -tolerance max(1, max |Omega|)."""
     for i in range(y.shape[0]):
         if not np.isfinite(y[i]):
-            return 1, i
+            return 1, i, y[i]
         if abs(y[i]) > bound:
-            return 2, i
+            return 2, i, y[i]
     Q, R, _ = unpack(y, K, M)
-    for k in range(K):
-        if Q[k, k] < 0:
-            return 3, -1
-        for l in range(K):
-            if Q[k, l] * Q[k, l] > Q[k, k] * Q[l, l] * (1 + 1e-12):
-                return 3, -1
-        for m in range(M):
-            if R[k, m] * R[k, m] > Q[k, k] * T[m, m] * (1 + 1e-12):
-                return 3, -1
-    return 0, -1
+    omega = np.empty((K + M, K + M))
+    omega[:K, :K] = Q
+    omega[:K, K:] = R
+    omega[K:, :K] = R.T
+    omega[K:, K:] = T
+    lowest = np.linalg.eigvalsh(omega)[0]
+    if lowest < -tolerance * max(1.0, np.abs(omega).max()):
+        return 3, -1, lowest
+    return 0, -1, 0.0
 
 
 def build_system(config: Config) -> ODESystem:

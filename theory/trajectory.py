@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import platform
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from theory.state import column_names, unpack
 
-SUCCESS, DIVERGED = 0, 1
+SUCCESS, DIVERGED, INTERRUPTED = 0, 1, 2
+#: The run record written next to the outputs of every command (``write_run_record``).
+RUN_RECORD = "run.json"
+#: Packages whose versions a run record lists (with python and metaode itself).
+RECORDED_PACKAGES = ("numpy", "scipy", "numba", "sympy", "metaode")
 
 
 @dataclass
@@ -28,8 +37,9 @@ class Trajectory:
     """Recorded meta-times, states and observables of one run (one seed for a simulation).
 
     ``metatest`` maps a meta-time alpha to the meta-test curve there (error after 0..S test
-    adaptation steps). ``status`` is SUCCESS or DIVERGED (then ``message`` says at which alpha and
-    why and the arrays stop at the last good record); ``nfev`` counts right-hand-side evaluations
+    adaptation steps). ``status`` is SUCCESS, DIVERGED (then ``message`` says at which alpha and
+    why and the arrays stop at the last good record) or INTERRUPTED (stopped on request, e.g. by
+    SIGINT; the arrays hold the records reached); ``nfev`` counts right-hand-side evaluations
     (theory) or steps (simulation).
     """
 
@@ -103,13 +113,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_csv(path: str | Path, runs: list[Trajectory]) -> None:
-    """Write one trajectory (theory.csv) or several seeds (simulation.csv, with a seed column)."""
+    """Write one trajectory (theory.csv) or several seeds (simulation.csv, with a seed column).
+
+    The columns are those of the first run with records (a run stopped before its first record,
+    e.g. interrupted, has no rows and does not know the observables of the others)."""
     with_seed = any(r.seed is not None for r in runs)
-    header = runs[0].columns()
+    header = next((r for r in runs if len(r.alpha)), runs[0]).columns()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow((["seed"] if with_seed else []) + header)
     for run in runs:
+        if not len(run.alpha):
+            continue
         table = np.column_stack([run.column(name) for name in header])
         for row in table:
             prefix = [run.seed] if with_seed else []
@@ -146,13 +161,88 @@ def metatest_curves(alpha: np.ndarray, states: np.ndarray, at: np.ndarray,
 
 
 def write_metatest_csv(path: str | Path, runs: list[Trajectory]) -> None:
-    """metatest.csv: columns (seed,) alpha, steps, error — one row per adaptation step."""
+    """metatest.csv: columns (seed,) alpha, steps, error — one row per adaptation step; a curve
+    that stops being finite (a test adaptation that diverges) is written up to there
+    (``metatest_problem`` says where)."""
     with_seed = any(r.seed is not None for r in runs)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow((["seed"] if with_seed else []) + ["alpha", "steps", "error"])
     for run in runs:
         for a, curve in run.metatest.items():
-            for r, err in enumerate(curve):
+            for r, err in enumerate(curve[: _finite_length(curve)]):
                 writer.writerow(([run.seed] if with_seed else []) + [repr(a), r, repr(float(err))])
     atomic_write_text(path, buf.getvalue())
+
+
+def _finite_length(curve: np.ndarray) -> int:
+    bad = np.flatnonzero(~np.isfinite(curve))
+    return int(bad[0]) if bad.size else len(curve)
+
+
+def metatest_problem(runs: list[Trajectory]) -> str:
+    """Where a meta-test curve of ``runs`` stops being finite ('' if none does)."""
+    for run in runs:
+        for a, curve in run.metatest.items():
+            n = _finite_length(curve)
+            if n < len(curve):
+                who = "" if run.seed is None else f"seed {run.seed}: "
+                return (f"{who}the meta-test curve at alpha = {a:g} is not finite from "
+                        f"{n} test adaptation steps on")
+    return ""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of python and of RECORDED_PACKAGES ("unknown" for one that is not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def git_revision() -> dict[str, Any]:
+    """{"revision": HEAD's hash, "dirty": uncommitted changes to tracked files} of the git work
+    tree this package was imported from, or {"revision": "unknown", "dirty": None} if it is not in
+    one (e.g. installed from a wheel) or git is missing."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            raise ValueError("the package is not at the top of this work tree")
+        return {"revision": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {"revision": "unknown", "dirty": None}
+
+
+def write_run_record(folder: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``folder/run.json`` atomically: ``record`` (the command line, config, seeds, status,
+    outputs ...) plus ``versions`` (``package_versions``), ``git`` (``git_revision``) and the
+    ``platform``. Non-finite floats become null (strict JSON)."""
+    data = {**record, "versions": package_versions(), "git": git_revision(),
+            "platform": platform.platform()}
+    path = Path(folder) / RUN_RECORD
+    atomic_write_text(path, json.dumps(_strict(data), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def _strict(value: Any) -> Any:
+    """``value`` as strict JSON: numpy scalars and arrays to Python, NaN and +-inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _strict(value.tolist())
+    if isinstance(value, np.generic):
+        return _strict(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
