@@ -31,7 +31,7 @@ import os
 import signal
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from theory.config import Config
+from theory.config import Config, first_difference
 from theory.trajectory import atomic_write
 
 FORMAT = 1
@@ -88,20 +88,6 @@ def fingerprint(config: Config, N: int) -> dict[str, Any]:
         section, _, name = key.partition(".")
         raw.get(section, {}).pop(name, None)
     return {"format": FORMAT, "N": int(N), "config": raw}
-
-
-def first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    """The dotted path of the first difference between two nested JSON values (None if equal)."""
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for k in sorted(set(a) | set(b)):
-            where = f"{path}.{k}" if path else k
-            if k not in a or k not in b:
-                return where
-            diff = first_difference(a[k], b[k], where)
-            if diff is not None:
-                return diff
-        return None
-    return None if a == b else (path or "value")
 
 
 class Checkpoints:

@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from solvers.integrate import solve
 from solvers.plateau import measure_plateau
-from theory.config import SCHEMA, Config, ConfigError
+from theory.config import SCHEMA, Config, ConfigError, first_difference
 from theory.system import build_system
 from theory.trajectory import DIVERGED, Trajectory, atomic_write_text
 
@@ -298,7 +298,7 @@ class Journal:
         if theirs.get("keys") != ours["keys"]:
             raise JournalError(f"{self.path} belongs to a sweep over {theirs.get('keys')}, not "
                                f"{ours['keys']}; choose another --out or delete the journal")
-        diff = _first_difference(theirs.get("config"), ours["config"])
+        diff = first_difference(theirs.get("config"), ours["config"])
         if diff is not None:
             raise JournalError(f"{self.path} belongs to a sweep of another config ({diff} "
                                "differs); choose another --out or delete the journal")
@@ -322,20 +322,6 @@ def _jsonable(value: Any) -> Any:
 
 def _params_key(keys: list[str], params: dict[str, Any]) -> tuple:
     return tuple(params[k] for k in keys)
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    """The dotted path of the first difference between two nested JSON values (None if equal)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            where = f"{path}.{k}" if path else k
-            if k not in a or k not in b:
-                return where
-            diff = _first_difference(a[k], b[k], where)
-            if diff is not None:
-                return diff
-        return None
-    return None if a == b else (path or "config")
 
 
 def sweep(config: Config, axes: Sequence[Axis], out: str | Path, *, workers: int = 1,

@@ -442,3 +442,17 @@ def _fill_initial_conditions(v: dict[str, dict[str, Any]]) -> None:
             f"the initial state is already a runaway: max_k Q0_kk / max_m T_mm = {norm:.6g} > "
             f"max_norm = {v['solver']['max_norm']:g}",
         )
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """The dotted path of the first difference between two nested JSON values (None if equal)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b)):
+            where = f"{path}.{k}" if path else k
+            if k not in a or k not in b:
+                return where
+            diff = first_difference(a[k], b[k], where)
+            if diff is not None:
+                return diff
+        return None
+    return None if a == b else (path or "value")
