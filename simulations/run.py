@@ -8,7 +8,7 @@ evaluated on them by the same functions as the theory's (maml, which has no theo
 over fresh tasks, ``FewShotRun.observables``).
 
 The steps between two records are taken in chunks of ``chunk_steps(config, N)`` outer steps, a
-fixed function of the config and N (about 2^23 input entries drawn per chunk, ~25 ms). Between two
+fixed function of the config and N (~25 ms of work each). Between two
 chunks the run checks its state (``theory.system.state_problem``: a blow-up stops it at that chunk,
 not only at the next record), polls ``stop`` (SIGINT / SIGTERM: it then stops, checkpoints and
 returns its records with status INTERRUPTED) and writes a checkpoint when one is due
@@ -46,10 +46,10 @@ from theory.state import pack, state_size
 from theory.system import build_system, non_finite, runaway, state_problem
 from theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 
-#: Input entries (N times the examples per outer step) drawn per chunk of steps: 2^23 takes ~25 ms
-#: for sgd, so a stop request is answered within ~0.1 s, while the ~70 us of checks per chunk
-#: cost < 0.5% (measured at N = 1e4).
-CHUNK_WORK = 2**23
+#: Work per chunk of steps, counted as N (K + M) per example (the fields of one input): 2^25 takes
+#: ~25 ms for sgd (K = M = 2), so a stop request is answered within ~0.1 s, while the ~70 us of
+#: checks per chunk cost < 0.5% (measured at N = 1e4).
+CHUNK_WORK = 2**25
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -62,11 +62,11 @@ def record_steps(config: Config, N: int) -> np.ndarray:
 
 
 def chunk_steps(config: Config, N: int) -> int:
-    """Outer steps per chunk: CHUNK_WORK / (N examples per step), at least 1; the examples of a
-    step are query * meta_batch, plus the support sets (P per task) of a finite support."""
+    """Outer steps per chunk: CHUNK_WORK / (N (K + M) examples per step), at least 1; the examples
+    of a step are query * meta_batch, plus the support sets (P per task) of a finite support."""
     tr = config.training
     per_task = tr.query + (0 if tr.support == "population" else tr.support)
-    return max(1, CHUNK_WORK // (N * per_task * tr.meta_batch))
+    return max(1, CHUNK_WORK // (N * (config.K + config.M) * per_task * tr.meta_batch))
 
 
 class Run:
@@ -411,8 +411,9 @@ def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None =
                 if stop is not None and stop():
                     event.set()
                 failed = [f.exception() for f in done if f.exception() is not None]
-                if failed:
-                    pool.shutdown(wait=False, cancel_futures=True)
+                if failed:  # the other seeds stop at their next chunk (a process still
+                    event.set()  # starting needs the event and the queue, so wait for them)
+                    pool.shutdown(wait=True, cancel_futures=True)
                     raise failed[0]
             bar.update(total - bar.n)  # steps whose reports were still in the queue's pipe
             return [f.result() for f in futures]

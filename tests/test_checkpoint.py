@@ -2,7 +2,7 @@
 
 The runs are the built-in anil experiment (second order, population inner loop: the kernel that
 carries Q, R between steps) and the other algorithms, at N = 2000 on short horizons. In-process
-tests stop the run at a chosen poll of ``stop`` with chunks made small (CHUNK_WORK = 2^16: 32 steps
+tests stop the run at a chosen poll of ``stop`` with chunks made small (CHUNK_WORK = 2^18: 32 steps
 per chunk, ~12 chunks per record interval), so that checkpoints fall between records too; the
 subprocess tests use the real chunks (~4,200 steps) and real signals: SIGKILL after a checkpoint
 at a random step, SIGINT or SIGTERM at a random time, to the process or to its process group (as
@@ -77,8 +77,9 @@ class StopAfter:
 def test_interrupted_and_resumed_is_identical(case, tmp_path, monkeypatch):
     """Stop at two random polls (between records or at them), checkpoint, resume: the
     trajectories equal the uninterrupted ones exactly, for every algorithm."""
-    # 32 steps per chunk at N = 2000 (8 with a support set of 3): ~12 chunks per record interval
-    monkeypatch.setattr(simulations.run, "CHUNK_WORK", 2**16)
+    # 32 steps per chunk at N = 2000, K + M = 4 (8 with a support set of 3): ~12 chunks per
+    # record interval
+    monkeypatch.setattr(simulations.run, "CHUNK_WORK", 2**18)
     alpha_max = 0.5 if case in ("anil-P", "maml") else 2.0
     config = config_of(case, alpha_max)
     seeds = [3, 4]

@@ -22,6 +22,7 @@ test_valid_runs 250: 2,150 in all. tests/fuzz_slow.py runs the same properties w
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -333,17 +334,25 @@ def assert_clean(line: str) -> None:
         assert bad not in line, line
 
 
+#: Columns whose NaN is a documented value, not a failure: sweep.csv's plateau height and escape
+#: time of a curve without a plateau (solvers.sweep, greyed out in the phase diagrams).
+UNDEFINED_ALLOWED = {"sweep.csv": ("plateau_height", "escape_time")}
+
+
 def finite_csvs(out: Path) -> None:
     """Every number in every CSV in ``out`` is finite (the seed column included)."""
     for path in out.glob("*.csv"):
-        text = path.read_text().strip().split("\n")
-        for row in text[1:]:
-            for cell in row.split(","):
+        with open(path, newline="") as fh:
+            header, *rows = list(csv.reader(fh))
+        allowed = UNDEFINED_ALLOWED.get(path.name, ())
+        for row in rows:
+            for name, cell in zip(header, row, strict=True):
                 try:
                     value = float(cell)
                 except ValueError:
                     continue  # a sweep's status / message text
-                assert math.isfinite(value), f"{path.name}: {row}"
+                assert math.isfinite(value) or (name in allowed and math.isnan(value)), (
+                    f"{path.name}: {name} in {row}")
 
 
 def check_outcome(status: int, err: str, out: Path, names: set[str] | None = None) -> str:
