@@ -11,3 +11,29 @@ def random_state(K: int, M: int, seed: int):
     omega = 0.5 * (omega + omega.T)
     return (omega[:K, :K].copy(), omega[:K, K:].copy(), omega[K:, K:].copy(),
             rng.standard_normal(K), rng.standard_normal(M))
+
+
+#: The built-in ANIL experiment (validation/default.toml) cut to alpha_max = 40: plateau, then
+#: specialisation; a TOML text for tests that drive the command line (sweeps, their signals).
+SHORT_ANIL_TOML = """
+[teacher]
+M = 2
+u0 = [1.0, 1.0]
+task_std = 0.5
+
+[student]
+K = 2
+Q0 = [[0.2, 0.0], [0.0, 0.2]]
+R0 = [[0.02, 0.0], [0.0, 0.01]]
+w0 = [0.1, 0.1]
+
+[training]
+algorithm = "anil"
+inner_lr = 1.0
+lr = 1.0
+lr_head = 1.0
+alpha_max = 40.0
+
+[output]
+points = 41
+"""

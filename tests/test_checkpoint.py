@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from states import SHORT_ANIL_TOML
 
 import simulations.run
 import validation.cli
@@ -174,6 +175,27 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
     return config, tmp / "out"
 
 
+def interrupt_when(proc: subprocess.Popen, ready, signum: int, group: bool,
+                   poll: float) -> str:
+    """Wait (at most 120 s) until ``ready()``, send ``signum`` to the process (or its whole
+    process group, as Ctrl-C does), and return its one-line stderr after checking the exit status
+    128 + signum and that no traceback was printed."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            break
+        time.sleep(poll)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    line = err.strip()
+    assert "\n" not in line and "Traceback" not in line, err
+    return line
+
+
 def outputs_equal(a: Path, b: Path) -> None:
     for name in ("simulation.csv", "metatest_simulation.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -220,19 +242,9 @@ def test_signal_leaves_checkpoint_and_partial_outputs(reference, tmp_path, capsy
     threshold = int(np.random.default_rng(signum + workers).integers(1000, 36000))  # of 60000
     proc = start(["simulate", str(config), "--out", str(out), "--quiet", "--workers",
                   str(workers)], start_new_session=True)
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if steps_done(out / "checkpoint" / "seed_0.npz") >= threshold:
-            break
-        time.sleep(0.002)
-    if group:
-        os.killpg(proc.pid, signum)
-    else:
-        proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signum, err
-    line = err.strip()
-    assert "\n" not in line and "Traceback" not in line, err
+    line = interrupt_when(
+        proc, lambda: steps_done(out / "checkpoint" / "seed_0.npz") >= threshold, signum, group,
+        poll=0.002)
     assert line.startswith(f"metaode simulate: interrupted by {signal.Signals(signum).name} (")
     assert "rerun with --resume to continue" in line
     body = np.loadtxt(out / "simulation.csv", delimiter=",", skiprows=1, ndmin=2)
@@ -275,25 +287,6 @@ def test_finished_run_resumes_without_work_and_other_config_is_refused(reference
     outputs_equal(out, ref)
 
 
-SWEEP = """
-[teacher]
-M = 2
-u0 = [1.0, 1.0]
-task_std = 0.5
-[student]
-K = 2
-Q0 = [[0.2, 0.0], [0.0, 0.2]]
-R0 = [[0.02, 0.0], [0.0, 0.01]]
-w0 = [0.1, 0.1]
-[training]
-algorithm = "anil"
-inner_lr = 1.0
-lr = 1.0
-lr_head = 1.0
-alpha_max = 40.0
-[output]
-points = 41
-"""
 SWEEP_PARAMS = ["--param", "training.inner_lr=0.25:2:6:log", "--param", "training.lr=0.5:2:6"]
 
 
@@ -305,25 +298,15 @@ def test_sweep_signal_leaves_a_valid_journal(tmp_path, capsys, signum, workers, 
     naming the journal, every journal line a complete entry; the same command resumes it to the
     uninterrupted sweep.csv (wall times aside)."""
     config = tmp_path / "sweep.toml"
-    config.write_text(SWEEP)
+    config.write_text(SHORT_ANIL_TOML)
     ref, out = tmp_path / "ref", tmp_path / "out"
     assert main(["sweep", str(config), *SWEEP_PARAMS, "--out", str(ref), "--quiet"]) == 0
     proc = start(["sweep", str(config), *SWEEP_PARAMS, "--out", str(out), "--quiet",
                   "--workers", str(workers)], start_new_session=True)
     journal = out / "sweep.journal.jsonl"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 1 + 3:
-            break
-        time.sleep(0.005)
-    if group:
-        os.killpg(proc.pid, signum)
-    else:
-        proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signum, err
-    line = err.strip()
-    assert "\n" not in line and "Traceback" not in line, err
+    line = interrupt_when(
+        proc, lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 1 + 3, signum,
+        group, poll=0.005)
     assert line.startswith(f"metaode sweep: interrupted by {signal.Signals(signum).name}")
     assert "sweep.journal.jsonl (valid)" in line
     lines = journal.read_bytes().split(b"\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from states import SHORT_ANIL_TOML
 
 import solvers.sweep
 from solvers.integrate import solve
@@ -44,28 +45,6 @@ from validation.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ANIL = """
-[teacher]
-M = 2
-u0 = [1.0, 1.0]
-task_std = 0.5
-
-[student]
-K = 2
-Q0 = [[0.2, 0.0], [0.0, 0.2]]
-R0 = [[0.02, 0.0], [0.0, 0.01]]
-w0 = [0.1, 0.1]
-
-[training]
-algorithm = "anil"
-inner_lr = 1.0
-lr = 1.0
-lr_head = 1.0
-alpha_max = 40.0
-
-[output]
-points = 41
-"""
 PARAMS = ["training.inner_lr=0.25:2:4:log", "training.lr=0.5:2:4"]
 MAIN_FIGURES = ["phase.png", "phase_error.png", "phase_plateau_length.png",
                 "phase_escape_time.png", "phase_specialisation.png"]
@@ -89,7 +68,7 @@ def one_line(err: str) -> str:
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "anil.toml"
-    path.write_text(ANIL)
+    path.write_text(SHORT_ANIL_TOML)
     return path
 
 
@@ -297,7 +276,7 @@ def test_resume_after_sigkill(config_path, tmp_path, capsys):
 
 def test_journal_of_another_config_is_refused(reference, config_path, tmp_path, capsys):
     other = tmp_path / "other.toml"
-    other.write_text(ANIL.replace("lr_head = 1.0", "lr_head = 0.5"))
+    other.write_text(SHORT_ANIL_TOML.replace("lr_head = 1.0", "lr_head = 0.5"))
     argv = ["sweep", str(other), *(a for p in PARAMS for a in ("--param", p)),
             "--out", str(reference), "--quiet"]
     assert main(argv) == 2
