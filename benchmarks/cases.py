@@ -7,6 +7,8 @@ from theory.config import Config
 #: anil settings of every anil benchmark: second order, population support, one task per step.
 ANIL_TEACHER = {"task_std": 0.5}
 ANIL_TRAINING = {"algorithm": "anil", "order": "second", "inner_lr": 0.5}
+#: the swept learning rates of the sweep benchmark (sgd, K = M = 2 to alpha = 1000)
+SWEEP_LR = "0.2:0.6"
 
 
 def theory_config(K: int, M: int, alpha_max: float, algorithm: str = "sgd",

@@ -4,6 +4,7 @@
     python -m benchmarks.child first-solve CASE           (CASE: sgd | anil)
     python -m benchmarks.child import MODULE[,MODULE...]
     python -m benchmarks.child spin ITERATIONS
+    python -m benchmarks.child sweep WORKERS POINTS
 
 Each prints one JSON object on its last line of output.
 
@@ -24,6 +25,10 @@ import: wall time of importing the modules, in this fresh process.
 
 spin: wall time of a pure-Python loop of ITERATIONS additions (no memory traffic, no libraries):
 run alone and as two processes at once, it says how much of a second core the machine gives.
+
+sweep: the wall time of ``solvers.sweep.sweep`` over POINTS values of training.lr (sgd, K = M = 2
+to alpha = 1000, ``benchmarks.cases``) with WORKERS processes, as the first sweep of a fresh
+process (what ``metaode sweep`` does): its start-up (numba's cache, the fork server) is included.
 """
 
 from __future__ import annotations
@@ -108,6 +113,19 @@ def spin(iterations: int) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start}
 
 
+def sweep(workers: int, points: int) -> dict[str, float]:
+    import tempfile
+
+    from benchmarks.cases import SWEEP_LR, theory_config
+    from solvers.sweep import parse_axis
+    from solvers.sweep import sweep as run_sweep
+
+    axis = parse_axis(f"training.lr={SWEEP_LR}:{points}")
+    with tempfile.TemporaryDirectory() as out:
+        result = run_sweep(theory_config(2, 2, 1000.0), [axis], out, workers=workers)
+    return {"seconds": result.seconds, "unsuccessful": points - result.count("success")}
+
+
 def main(argv: list[str]) -> None:
     kind, args = argv[0], argv[1:]
     if kind == "simulation":
@@ -116,6 +134,8 @@ def main(argv: list[str]) -> None:
         result = first_solve(args[0])
     elif kind == "spin":
         result = spin(int(args[0]))
+    elif kind == "sweep":
+        result = sweep(int(args[0]), int(args[1]))
     elif kind == "import":
         result = import_time(args[0])
     else:

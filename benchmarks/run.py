@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import numba
 import numpy as np
 import scipy
 
-from benchmarks.cases import simulation_config, theory_config
+from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
 from benchmarks.euler import euler
 from simulations.run import simulate
 from solvers.integrate import solve
@@ -48,8 +47,7 @@ SPIN = 3 * 10**7  # iterations of the pure-Python loop of ``core_rows`` (~1.5 s)
 IMPORT_RUNS = 7
 PACKAGES = "theory,solvers,simulations,validation"
 EVERYTHING = "theory.system,solvers.integrate,simulations.run,validation.cli"
-SWEEP_POINTS = 400  # sgd K = M = 2 to alpha = 1000 at lr = 0.2 .. 0.6
-SWEEP_LR = "0.2:0.6"
+SWEEP_POINTS = 400  # sgd K = M = 2 to alpha = 1000 at lr = SWEEP_LR
 
 
 def machine() -> dict[str, str]:
@@ -76,14 +74,33 @@ def load() -> str:
 
 
 def busy_seconds() -> tuple[float, float]:
-    """(CPU seconds of the whole machine since boot, CPU seconds of this process and its waited-for
-    children): their increments over a section give the CPU that other jobs used meanwhile."""
+    """(CPU seconds of the whole machine since boot, CPU seconds of this process and all its
+    descendants): their increments over a section give the CPU that other jobs used meanwhile.
+
+    The descendants include the fork server of ``theory.processes`` and the workers it forks, which
+    are not this process's children; each process of the tree counts its own time and that of
+    the children it has reaped (``/proc/PID/stat``: utime, stime, cutime, cstime), so an exited
+    worker is counted once, in its reaper's cutime.
+    """
     with open("/proc/stat") as fh:
         ticks = [int(v) for v in fh.readline().split()[1:]]
-    machine = sum(ticks[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")  # user .. softirq
-    own = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return machine, own
+    machine = sum(ticks[i] for i in (0, 1, 2, 5, 6))  # user, nice, system, irq, softirq
+    parent, cpu = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except OSError:  # the process exited meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        children = [pid for pid, ppid in parent.items() if ppid in frontier]
+        tree.update(children)
+        frontier = children
+    hz = os.sysconf("SC_CLK_TCK")
+    return machine / hz, sum(cpu.get(pid, 0) for pid in tree) / hz
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
@@ -271,35 +288,42 @@ def cold_start_rows() -> list[dict[str, str]]:
 
 # -- sweeps --------------------------------------------------------------------------------------
 def sweep_rows() -> list[dict[str, str]]:
-    """Points per second of ``solvers.sweep.sweep`` with 1 and 2 worker processes, alternately in
-    ROUNDS rounds, and the time a 2-point sweep takes with 2 processes (the pool's start-up)."""
+    """Points per second of ``solvers.sweep.sweep`` with 1 and 2 processes, alternately in ROUNDS
+    rounds: as the first sweep of a fresh process (``benchmarks.child sweep``, what ``metaode
+    sweep`` does) and as a later sweep in this process (a notebook's next sweep)."""
     from solvers.sweep import parse_axis, sweep
 
     config = theory_config(2, 2, 1000.0)
-
     unsuccessful = set()
 
-    def rate(workers: int, points: int) -> float:
-        with tempfile.TemporaryDirectory() as out:
-            result = sweep(config, [parse_axis(f"training.lr={SWEEP_LR}:{points}")], out,
-                           workers=workers)
-        unsuccessful.add(points - result.count("success"))
-        return points / result.seconds
+    def fresh(workers: int) -> float:
+        result = child("sweep", str(workers), str(SWEEP_POINTS))
+        unsuccessful.add(int(result["unsuccessful"]))
+        return SWEEP_POINTS / result["seconds"]
 
-    rounds = [(rate(1, SWEEP_POINTS), rate(2, SWEEP_POINTS)) for _ in range(ROUNDS)]
-    startup = 2 / rate(2, 2)
-    ratios = [two / one for one, two in rounds]
-    one, two = rounds[max(range(ROUNDS), key=lambda i: ratios[i])]
-    net = SWEEP_POINTS / (SWEEP_POINTS / two - startup)
+    def later(workers: int) -> float:
+        with tempfile.TemporaryDirectory() as out:
+            result = sweep(config, [parse_axis(f"training.lr={SWEEP_LR}:{SWEEP_POINTS}")], out,
+                           workers=workers)
+        unsuccessful.add(SWEEP_POINTS - result.count("success"))
+        return SWEEP_POINTS / result.seconds
+
+    later(2)  # this process's fork server started and its workers' first sweep done
+    rows = []
     lr = SWEEP_LR.replace(":", "..")
-    return [row("sweeps", f"{SWEEP_POINTS} points (sgd K = M = 2 to alpha = 1000, lr = {lr}), "
-                "2 processes", f"{statistics.median(r[1] for r in rounds):.1f} points/s",
-                ">= 1.7x 1 process", f"{statistics.median(ratios):.2f}x 1 process",
-                f"1 process {statistics.median(r[0] for r in rounds):.1f} points/s; medians over "
-                f"{ROUNDS} rounds (ratios {', '.join(f'{x:.2f}' for x in ratios)}); the 2-process "
-                f"rate includes the pool's start-up (a 2-point sweep with 2 processes: "
-                f"{startup:.2f} s), net of it {net / one:.2f}x in the best round; points not "
-                f"successful: {', '.join(str(n) for n in sorted(unsuccessful))}")]
+    for rate, when in ((fresh, "first sweep of a fresh process (as `metaode sweep`)"),
+                       (later, "a later sweep in the same process (a notebook's next sweep)")):
+        rounds = [(rate(1), rate(2)) for _ in range(ROUNDS)]
+        ratios = [two / one for one, two in rounds]
+        rows.append(row("sweeps", f"{SWEEP_POINTS} points (sgd K = M = 2 to alpha = 1000, "
+                        f"lr = {lr}), 2 processes, {when}",
+                        f"{statistics.median(r[1] for r in rounds):.1f} points/s",
+                        ">= 1.7x 1 process", f"{statistics.median(ratios):.2f}x 1 process",
+                        f"1 process {statistics.median(r[0] for r in rounds):.1f} points/s; "
+                        f"medians over {ROUNDS} rounds (ratios "
+                        f"{', '.join(f'{x:.2f}' for x in ratios)}); points not successful: "
+                        f"{', '.join(str(n) for n in sorted(unsuccessful))}"))
+    return rows
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -329,19 +353,25 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   networks of width N are built, and at the end; the growth is numpy's arrays (J and B, (K + M) N
   doubles, plus the QR factorisation that builds them, the peak) and the kernel's inputs.
 - **parallel seeds**: `simulations.run.simulate(config, 10^4, [0, 1], workers=w)`, sgd K = M = 2,
-  10^5 steps per seed, with w = 1 (in this process) and w = 2 ("spawn" pool, whose start-up,
-  measured on a 10-step run, is included in the 2-process time and also given alone), alternately
-  in 3 rounds; the speed-up is the median of the rounds' ratios. Other jobs on the machine lower
-  it: the row "machine" (two pure-Python loops at once) and the cores they used (Machine section)
-  say how much of the second core this run had.
+  10^5 steps per seed, with w = 1 (in this process) and w = 2 (a `theory.processes` pool, whose
+  start-up is included in the 2-process time and also given alone, measured on a 10-step run once
+  the fork server runs; the first round also waits for the server's imports), alternately in 3
+  rounds; the speed-up is the median of the rounds' ratios. Other jobs on the machine lower it: the
+  row "machine" (two pure-Python loops at once) and the cores they used (Machine section) say how
+  much of the second core this run had.
 - **cold start**: import times are measured inside fresh processes (the interpreter's own start-up
   of ~20 ms is not included), median of 7. First solve: a fresh process with NUMBA_CACHE_DIR set
   to an empty temporary folder times its first `solve(build_system(config))` (numba compiles every
   function it reaches and writes its cache there), then a second process with the same folder
   times its first solve (machine code loaded from the cache) and a second solve (warm).
-- **sweeps**: `solvers.sweep.sweep` over training.lr with 1 and 2 workers, alternately in 3 rounds
-  (points per second = points / wall time of the sweep call, pool start-up included; the start-up
-  is estimated by a 2-point sweep with 2 workers); medians of the rounds.
+- **sweeps**: `solvers.sweep.sweep` over training.lr with 1 and 2 processes (with 2, this one and
+  a worker forked by `theory.processes`; this one computes points too), alternately in 3 rounds;
+  points per second = points / wall time of the sweep call, start-up included; medians of the
+  rounds. "First sweep of a fresh process": each sweep in its own process (`benchmarks/child.py`),
+  so the 2-process rate includes the fork server's imports (~0.4 s) and the worker's loading of
+  numba's cache (~0.3 s), while this process computes; the interpreter's own start-up and imports
+  are not included. "A later sweep": in the benchmark's process, whose fork server is running (one
+  untimed 2-process sweep before the rounds), so only the worker's start-up is included.
 """
 
 

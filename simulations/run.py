@@ -21,7 +21,6 @@ observables.
 
 from __future__ import annotations
 
-import multiprocessing
 import multiprocessing.queues
 import multiprocessing.synchronize
 import os
@@ -42,6 +41,7 @@ from simulations.networks import networks_with_overlaps
 from simulations.sgd import sgd_steps
 from theory.config import Config, ConfigError
 from theory.fields import representation_error, specialisation
+from theory.processes import worker_context
 from theory.state import pack, state_size
 from theory.system import build_system, non_finite, runaway, state_problem
 from theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
@@ -364,16 +364,16 @@ def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None =
              stop: Callable[[], bool] | None = None) -> list[Trajectory]:
     """Trajectories of ``seeds`` (default: config.simulation) at width N (default: config).
 
-    The seeds run in ``workers`` processes (default: one per seed up to ``os.cpu_count()``),
-    started with the "spawn" method of ``concurrent.futures.ProcessPoolExecutor``; ``workers = 1``
+    The seeds run in ``workers`` processes (default: one per seed up to ``os.cpu_count()``): a
+    ``concurrent.futures.ProcessPoolExecutor`` on ``theory.processes.worker_context``; ``workers=1``
     runs them one after the other in this process. Each seed has its own random stream
     (``np.random.default_rng(seed)``) and every process runs the same compiled kernels, so the
     result is the same, bit for bit, whatever ``workers`` is. Progress is one bar over seeds x
     steps, drawn by this process only (workers report their steps through a queue). Starting the
-    pool costs about a second (each worker imports the packages and loads the compiled kernels
-    from numba's cache), so ``workers = 1`` is faster for runs of a few seconds. As with any
-    "spawn" pool, a script that calls this with workers > 1 must guard its top level with
-    ``if __name__ == "__main__":``.
+    pool costs about half a second (the first pool of a process also waits for the fork server's
+    imports; each worker loads the compiled kernels from numba's cache), so ``workers=1`` is faster
+    for runs of a second or two. A script that calls this with workers>1 must guard its top level
+    with ``if __name__ == "__main__":``.
 
     ``checkpoints`` (``simulations.checkpoint.Checkpoints``) checkpoints every seed, ``resume``
     continues each from its checkpoint. ``stop`` is polled between chunks of steps; once it returns
@@ -397,7 +397,7 @@ def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None =
         if workers <= 1:
             return [_trajectory(config, N, s, bar.update, checkpoints, resume, stop)
                     for s in seeds]
-        context = multiprocessing.get_context("spawn")
+        context = worker_context()
         queue = context.Queue() if progress else None
         event = context.Event()
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,

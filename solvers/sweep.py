@@ -24,10 +24,11 @@ One point = one ``solve(build_system(config))``; its row holds the swept values 
     status, message                  "success" | "diverged" (the solver's message) | "failed"
     nfev, wall_time_s                right-hand-side evaluations, seconds for this point
 
-Execution: in this process (1 worker), in W local processes (``concurrent.futures`` with the
-'spawn' start method) or on a Dask cluster (``distributed.Client``); each point is the same pure
-function of (config, point), so its row is bit-identical whatever the engine or worker count
-(only ``wall_time_s`` is measured, not computed).
+Execution: in this process (1 worker), in W local processes (this one and W - 1 workers forked by
+``theory.processes.worker_context``, ``concurrent.futures``) or on a Dask cluster
+(``distributed.Client``); each point is the same pure function of (config, point), so its row is
+bit-identical whatever the engine or worker count (only ``wall_time_s`` is measured, not
+computed).
 
 Persistence: ``DIR/sweep.journal.jsonl`` gets one line per finished point as it finishes
 (written, flushed and fsynced before the next); its first line records the base config and the
@@ -47,15 +48,14 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,7 @@ from tqdm import tqdm
 from solvers.integrate import solve
 from solvers.plateau import measure_plateau
 from theory.config import SCHEMA, Config, ConfigError, first_difference
+from theory.processes import worker_context
 from theory.system import build_system
 from theory.trajectory import DIVERGED, Trajectory, atomic_write_text
 
@@ -73,11 +74,6 @@ CSV_NAME = "sweep.csv"
 RESULT_COLUMNS = ("error", "error_before_adaptation", "plateau_length", "plateau_height",
                   "escape_time", "specialisation", "alpha_end", "status", "message", "nfev",
                   "wall_time_s")
-#: Environment of the worker processes: one BLAS / OpenMP thread each, since the parallelism is
-#: over points (Dask's nanny does the same for its workers). Threaded OpenBLAS on the small
-#: matrices of the ODEs only costs: the few-shot ANIL theory runs ~2x slower with its default
-#: threads on two cores.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _INTEGER_KINDS = ("int", "support")
 _FLOAT_KINDS = ("float",)
 
@@ -191,7 +187,7 @@ def plateau_metrics(trajectory: Trajectory) -> dict[str, float]:
 def evaluate_point(raw: dict[str, Any], index: int, params: dict[str, Any]) -> dict[str, Any]:
     """Solve the point ``params`` of the base config ``raw`` (``Config.raw``) and return its row.
 
-    Module-level and free of shared state, so that it runs unchanged in this process, in a spawned
+    Module-level and free of shared state, so that it runs unchanged in this process, in a worker
     process or on a Dask worker. An exception becomes status "failed" with its last line.
     """
     start = time.perf_counter()
@@ -329,9 +325,9 @@ def sweep(config: Config, axes: Sequence[Axis], out: str | Path, *, workers: int
     """Run (or resume) the sweep of ``config`` over ``axes`` into the folder ``out``.
 
     Every point is validated first (ConfigError names the key and the point); then the points
-    missing from the journal run in this process (``workers = 1``), in ``workers`` spawned
-    processes, or on the Dask scheduler at ``scheduler``; rows are journalled as they finish and
-    ``out/sweep.csv`` is written at the end.
+    missing from the journal run in this process (``workers = 1``), in ``workers`` processes
+    (this one and ``workers - 1`` started ones), or on the Dask scheduler at ``scheduler``; rows
+    are journalled as they finish and ``out/sweep.csv`` is written at the end.
     """
     axes = list(axes)
     if workers < 1:
@@ -375,34 +371,49 @@ def _execute(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]], worker
         return
     if scheduler is not None:
         yield from _on_dask(raw, todo, scheduler)
-    elif workers == 1:
+    elif workers == 1 or len(todo) == 1:
         for index, params in todo:
             yield evaluate_point(raw, index, params)
     else:
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context)
-        try:
-            with _environment(ONE_THREAD):  # inherited by the processes spawned on submit
-                futures = [pool.submit(evaluate_point, raw, i, p) for i, p in todo]
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from _on_local_pool(raw, todo, min(workers, len(todo)))
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
+                   workers: int) -> Iterator[dict[str, Any]]:
+    """The points on ``workers`` processes: this one and ``workers - 1`` forked by
+    ``theory.processes.worker_context``.
+
+    Every point is submitted to the pool, whose workers take them from the front of its queue;
+    this process takes them from the back (a point the pool has not started is cancelled there and
+    computed here) until the two meet. So this process computes from the first instant, while the
+    workers start (the server's imports, numba's cache), the pool's queue never runs dry, and all
+    processes finish within one point of each other.
+    """
+    pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=worker_context())
+    finished: SimpleQueue[Future] = SimpleQueue()
     try:
-        yield
+        stack: list[tuple[Future, int, dict[str, Any]]] = []
+        for index, params in todo:
+            future = pool.submit(evaluate_point, raw, index, params)
+            future.add_done_callback(finished.put)  # also called when cancelled
+            stack.append((future, index, params))
+        unresolved = len(stack)
+        while unresolved:
+            computed_here = bool(stack) and stack[-1][0].cancel()
+            if computed_here:  # a point the pool had not started
+                _, index, params = stack.pop()
+                yield evaluate_point(raw, index, params)
+            else:  # the pool has started every point left
+                stack.clear()
+            block = not computed_here  # then wait for the pool's next point
+            while unresolved and (block or not finished.empty()):
+                future = finished.get()
+                block = False
+                unresolved -= 1
+                if not future.cancelled():
+                    yield future.result()
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _on_dask(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],

@@ -1,12 +1,12 @@
 """Seeds run in worker processes give the sequential trajectories bit for bit.
 
-``simulate(..., workers=2)`` starts a "spawn" process pool; every seed owns its generator
-``default_rng(seed)`` and every process runs the same compiled kernels, so each trajectory must be
-identical (exact equality, no tolerance) to ``simulate_seed`` run in this process, in the order of
-the seeds given. The cases cover the three kinds of run (sgd with label noise and drawn initial
-overlaps; anil with the population inner loop; anil with P support examples, whose evaluation
-stream is spawned from the seed). Sizes are tiny (N = 60..100, <= 100 steps per seed): the cost is
-the pool start-up, about 1 s per case.
+``simulate(..., workers=2)`` starts a process pool (``theory.processes``); every seed owns its
+generator ``default_rng(seed)`` and every process runs the same compiled kernels, so each trajectory
+must be identical (exact equality, no tolerance) to ``simulate_seed`` run in this process, in the
+order of the seeds given. The cases cover the three kinds of run (sgd with label noise and drawn
+initial overlaps; anil with the population inner loop; anil with P support examples, whose
+evaluation stream is spawned from the seed). Sizes are tiny (N = 60..100, <= 100 steps per seed):
+the cost is the pool start-up, about 0.5 s per case.
 """
 
 from __future__ import annotations

@@ -216,6 +216,16 @@ def test_two_workers_and_dask_give_identical_rows(reference, config_path, axes, 
     t_pool = time.perf_counter() - start
     assert pool.computed == 16 and pool.reused == 0
     assert cells(tmp_path / "pool" / CSV_NAME) == expected
+    # the worker takes points from the front of the grid, this process from the back from the
+    # first instant: its first point (~25 ms) is journalled before the worker, which first loads
+    # numba's cache (~0.3 s), finishes one; the two meet at some k (the worker had 0 and 1 queued
+    # at once, so k >= 2)
+    lines = (tmp_path / "pool" / JOURNAL).read_text().splitlines()[1:]
+    indices = [json.loads(line)["index"] for line in lines]
+    assert indices[0] == 15
+    assert any([i for i in indices if i < k] == list(range(k))
+               and [i for i in indices if i >= k] == list(range(15, k - 1, -1))
+               for k in range(2, 16))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         start = time.perf_counter()
