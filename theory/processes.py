@@ -39,7 +39,8 @@ def worker_context() -> BaseContext:
     ``PRELOAD`` and ``ONE_THREAD``, unless this process already has one).
 
     Returns at once: the server imports ``PRELOAD`` while the caller goes on, and the first worker
-    forks once that is done.
+    forks once that is done. A fork server that other code of this process started first is
+    reused as it is (``multiprocessing`` keeps one per process).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
