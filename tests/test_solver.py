@@ -141,3 +141,18 @@ def test_huge_learning_rate_grows_norms_without_blow_up():
     assert len(traj.alpha) == len(config.times())
     q00 = np.array([unpack(y, 2, 2)[0][0, 0] for y in traj.states])
     assert np.all(np.diff(q00) > 0) and q00[-1] > 100 * q00[0]
+
+
+def test_a_student_unit_of_zero_norm_starts_unaligned():
+    """Q0 with Q_00 = 0 (unit 0 starts at J_0 = 0, R_0m = 0) is a valid start: the unit grows away
+    from zero (g'(0) != 0), and its normalised overlaps r_0m = R_0m / sqrt(Q_00 T_mm) count as 0
+    at alpha = 0 instead of 0/0, so the specialisation index is that of unit 1 alone, halved."""
+    config = Config.from_dict({**BASE, "student": {**BASE["student"], "Q0": [[0.0, 0.0],
+                                                                             [0.0, 0.4]],
+                                                   "R0": [[0.0, 0.0], [0.05, 0.1]]}})
+    traj = solve(build_system(config))
+    assert traj.status == SUCCESS, traj.message
+    r1 = np.array([0.05, 0.1]) / np.sqrt(0.4)  # T = I
+    assert traj.column("specialisation")[0] == pytest.approx((r1.max() - r1.min()) / 2)
+    Q, _, _ = unpack(traj.states[-1], 2, 2)
+    assert Q[0, 0] > 0.1

@@ -139,9 +139,12 @@ def specialisation(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> tuple[float, 
 
     alignment_k = argmax_m |r_km| is the teacher unit student unit k aligns with; the index is the
     mean over k of |r_k,align_k| minus the mean of |r_km| over the other m (0 on the symmetric
-    plateau, 1 for a student whose units each copy one teacher unit; 0 when M = 1).
+    plateau, 1 for a student whose units each copy one teacher unit; 0 when M = 1). A unit of
+    zero norm (Q_kk = 0, hence R_km = 0 since Omega is PSD; or T_mm = 0) is aligned with nothing:
+    r_km = 0, not 0/0.
     """
-    r = np.abs(R) / np.sqrt(np.outer(np.diag(Q), np.diag(T)))
+    norms = np.sqrt(np.outer(np.diag(Q), np.diag(T)))
+    r = np.divide(np.abs(R), norms, out=np.zeros(R.shape), where=norms > 0)
     align = np.argmax(r, axis=1)
     M = R.shape[1]
     if M == 1:
