@@ -49,6 +49,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -388,8 +389,14 @@ def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
     computed here) until the two meet. So this process computes from the first instant, while the
     workers start (the server's imports, numba's cache), the pool's queue never runs dry, and all
     processes finish within one point of each other.
+
+    The workers ignore SIGINT: a Ctrl-C, which reaches the whole process group, is handled here
+    alone, as SIGTERM is (the points not started are cancelled, those running finish, and every
+    finished point is journalled), instead of interrupting a worker anywhere, e.g. in numba's
+    compiler callbacks, which can only print that they ignored it.
     """
-    pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=worker_context())
+    pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=worker_context(),
+                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
     finished: SimpleQueue[Future] = SimpleQueue()
     try:
         stack: list[tuple[Future, int, dict[str, Any]]] = []

@@ -290,6 +290,25 @@ def test_finished_run_resumes_without_work_and_other_config_is_refused(reference
 SWEEP_PARAMS = ["--param", "training.inner_lr=0.25:2:6:log", "--param", "training.lr=0.5:2:6"]
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    """SIGINT during the imports of the console script (``validation.entry``): one line, status
+    130, nothing written. The signal is sent 0.1 s after the process reports it is about to import
+    the command line, which takes >= 0.4 s (numpy, scipy, numba, matplotlib)."""
+    code = ("import sys; print('ready', flush=True); from validation.entry import main; "
+            "sys.exit(main())")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", code, "solve", "missing.toml", "--out",
+                             str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert err == "metaode: interrupted by SIGINT while starting (nothing was written)\n"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("signum", "workers", "group"), [
     (signal.SIGINT, 1, False), (signal.SIGTERM, 2, False), (signal.SIGINT, 2, True),
 ], ids=["sigint", "sigterm-workers", "ctrl-c-workers"])
