@@ -189,8 +189,6 @@ def _trajectory(config: Config, N: int, seed: int,
     (then it returns its records so far, status INTERRUPTED) and when it ends; with ``resume`` it
     continues from its checkpoint, if there is one.
     """
-    rng = np.random.default_rng(seed)
-    run = make_run(config, N, rng)
     system = None if config.training.algorithm == "maml" else build_system(config)
     T = np.asarray(config.teacher.T, dtype=float)
     size = state_size(config.K, config.M)
@@ -200,6 +198,9 @@ def _trajectory(config: Config, N: int, seed: int,
     obs: list[dict[str, float]] = []
     status, message, done = SUCCESS, "", 0
     saved = checkpoints.load(seed) if checkpoints is not None and resume else None
+    # a finished seed is only read back: no networks are built
+    run = None if saved is not None and saved.finished else make_run(
+        config, N, np.random.default_rng(seed))
     if saved is not None:
         states = list(saved.states)
         obs = [{k: float(v[i]) for k, v in saved.observables.items()} for i in range(len(states))]
