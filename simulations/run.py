@@ -28,6 +28,7 @@ import signal
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from functools import partial
 from queue import Empty
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from simulations.networks import networks_with_overlaps
 from simulations.sgd import sgd_steps
 from theory.config import Config, ConfigError
 from theory.fields import representation_error, specialisation
+from theory.metatest import metatest_curve
 from theory.processes import worker_context
 from theory.state import pack, state_size
 from theory.system import build_system, non_finite, runaway, state_problem
@@ -280,7 +282,8 @@ def _trajectory(config: Config, N: int, seed: int,
                       status=status, message=message, nfev=done, seed=seed,
                       metatest={} if system is None else metatest_curves(
                           steps[: len(states)] / N, recorded,
-                          np.rint(np.asarray(config.metatest.at) * N) / N, system.metatest))
+                          np.rint(np.asarray(config.metatest.at) * N) / N,
+                          partial(metatest_curve, config)))
 
 
 def _progress_bar(total: int, desc: str, progress: bool) -> tqdm:

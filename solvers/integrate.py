@@ -14,10 +14,12 @@ returns True (e.g. after SIGINT) ends it the same way with ``status = INTERRUPTE
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from scipy import integrate
 
+from theory.metatest import metatest_curve
 from theory.system import ODESystem, non_finite
 from theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 
@@ -127,4 +129,5 @@ def solve(system: ODESystem, times: np.ndarray | None = None, *, method: str | N
         alpha=times[:recorded].copy(), states=states, K=system.K, M=system.M,
         observables={n: np.array([o[n] for o in obs]) for n in names},
         status=status, message=message, nfev=nfev,
-        metatest=metatest_curves(times[:recorded], states, cfg.metatest.at, system.metatest))
+        metatest=metatest_curves(times[:recorded], states, cfg.metatest.at,
+                                 partial(metatest_curve, cfg)))

@@ -21,7 +21,7 @@ import pytest
 from scipy.special import erf
 from states import random_state
 
-from solvers.metatest import adaptation_curve, optimal_test_inner_lr
+from solvers.metatest import optimal_test_inner_lr
 from theory.anil import chain_to_overlaps, meta_gradient, metatest_errors
 from theory.config import Config
 from theory.fewshot import (
@@ -33,6 +33,7 @@ from theory.fewshot import (
 )
 from theory.fields import field_covariance, task_basis
 from theory.fourpoint import path_rule
+from theory.metatest import adaptation_curve, metatest_curve
 from theory.state import pack
 from theory.system import build_system
 from validation.drift import rhs_parts
@@ -374,7 +375,7 @@ def test_student_equal_to_teacher_is_a_valid_few_shot_state():
     y = system.initial_state()
     assert np.all(np.isfinite(system.rhs(0.0, y)))
     exact = system.observables(y)["error"]
-    curve = system.metatest(y)
+    curve = metatest_curve(config, y)
     assert np.all(np.isfinite(curve))
     mean, stderr = adaptation_curve(config, y, 3, 1, config.training.inner_lr)
     assert abs(mean[1] - exact) <= 5 * stderr[1]

@@ -57,27 +57,6 @@ class ODESystem(ABC):
         return {"representation_error": representation_error(Q, R, self.T, te.u0, te.task_std),
                 "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
 
-    def metatest(self, y: np.ndarray) -> np.ndarray:
-        """Meta-test curve at state y: E_tau eps(w^(r); u_tau) for r = 0..S test adaptation steps.
-
-        A fresh task is adapted from the head w with metatest.inner_lr on the population support
-        loss (``theory.anil.metatest_errors``, exact) or on metatest.support examples (Monte Carlo
-        over theory.mc_tasks support sets, ``theory.fewshot``); S = metatest.inner_steps.
-        """
-        from theory.anil import metatest_errors
-        from theory.fewshot import common_random_numbers, monte_carlo_adaptation_curve
-
-        mt, te, th = self.config.metatest, self.config.teacher, self.config.theory
-        Q, R, w = unpack(y, self.K, self.M)
-        u0, task_std = np.asarray(te.u0, float), float(te.task_std)
-        if mt.support == "population":
-            return metatest_errors(Q, R, self.T, w, u0, task_std, float(mt.inner_lr),
-                                   int(mt.inner_steps))
-        crn = common_random_numbers(th.mc_tasks, mt.support, self.K, self.M, th.mc_seed + 1)
-        return monte_carlo_adaptation_curve(Q, R, self.T, w, u0, task_std, float(te.noise),
-                                            float(mt.inner_lr), int(mt.inner_steps),
-                                            mt.support, *crn)[0]
-
     @property
     def psd_tolerance(self) -> float:
         """Relative tolerance of the covariance check of ``invalid``:
