@@ -1,4 +1,4 @@
-"""Random valid states shared by the tests."""
+"""Helpers shared by the tests: random valid states, a short ANIL config, stderr checks."""
 
 import numpy as np
 
@@ -37,3 +37,10 @@ alpha_max = 40.0
 [output]
 points = 41
 """
+
+
+def one_line(err: str) -> str:
+    """The one line a command wrote on stderr; fails on several lines or a traceback."""
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and "Traceback" not in err, f"expected one line on stderr, got {err!r}"
+    return lines[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from states import SHORT_ANIL_TOML
+from states import SHORT_ANIL_TOML, one_line
 
 import simulations.run
 import validation.cli
@@ -191,9 +191,7 @@ def interrupt_when(proc: subprocess.Popen, ready, signum: int, group: bool,
         proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
-    line = err.strip()
-    assert "\n" not in line and "Traceback" not in line, err
-    return line
+    return one_line(err)
 
 
 def outputs_equal(a: Path, b: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from states import one_line
 
 from theory.state import column_names
 from theory.trajectory import Trajectory, read_csv
@@ -55,13 +56,6 @@ GRID = np.linspace(0.0, 2.0, 11)
 def header(path: Path) -> list[str]:
     with open(path, newline="") as fh:
         return next(csv.reader(fh))
-
-
-def one_line(err: str) -> str:
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

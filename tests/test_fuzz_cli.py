@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from states import one_line
 
 from theory.config import SCHEMA, Config, ConfigError
 from validation.cli import main
@@ -321,12 +322,6 @@ def command_lines(draw: st.DrawFn) -> tuple[list[str], str]:
 KEY = re.compile(r"\b([a-z_]+)\.([A-Za-z0-9_]+):")
 #: a run that failed at alpha (not a meta-test curve that diverged: its run went on)
 FAILED_AT = re.compile(r"(theory|seed (\d+)): (?!the meta-test)[a-z -]*at alpha = ([0-9.eE+-]+)")
-
-
-def one_line(err: str) -> str:
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    return lines[0]
 
 
 def assert_clean(line: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from states import SHORT_ANIL_TOML
+from states import SHORT_ANIL_TOML, one_line
 
 import solvers.sweep
 from solvers.integrate import solve
@@ -57,12 +57,6 @@ def cells(path: Path) -> list[list[str]]:
         rows = list(csv.reader(fh))
     drop = rows[0].index("wall_time_s")
     return [r[:drop] + r[drop + 1:] for r in rows]
-
-
-def one_line(err: str) -> str:
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
