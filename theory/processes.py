@@ -44,13 +44,13 @@ def worker_context() -> BaseContext:
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
-    with environment(ONE_THREAD):  # the server inherits the environment it is started with
+    with _environment(ONE_THREAD):  # the server inherits the environment it is started with
         multiprocessing.forkserver.ensure_running()
     return context
 
 
 @contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
+def _environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the duration of the block, then restore them."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
