@@ -30,6 +30,7 @@ from benchmarks.euler import euler
 from simulations.run import simulate
 from solvers.integrate import solve
 from theory.system import build_system
+from validation.cli import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -190,6 +191,27 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
             f"{state_euler:.2g}; the reference (rtol 1e-12, {tight.nfev} rhs evaluations) "
             f"differs from rtol 1e-11 by {reference:.1g}; {len(times)} records"),
     ]
+
+
+def fewshot_rows() -> list[dict[str, str]]:
+    """Few-shot anil at the default Monte Carlo tolerance (theory.mc_rtol = 0.01) and solver
+    tolerances: the built-in experiment with support = 5 and inner_steps 1, 2 (one solve each:
+    the budget control is part of the time)."""
+    rows = []
+    default = load_config(None).replace("training.support", 5)
+    for steps in (1, 2):
+        config = default.replace("training.inner_steps", steps)
+        start, cpu0 = time.perf_counter(), time.process_time()
+        traj = solve(build_system(config))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        mc = traj.monte_carlo
+        rows.append(row("theory", f"few-shot anil, built-in experiment with support = 5, "
+                        f"inner_steps {steps}, alpha = 0..80, mc_rtol 0.01", f"{wall:.3g} s",
+                        "<= 2 s", f"{wall / 2.0:.2f} of target",
+                        f"CPU {cpu:.3g} s; {mc['tasks']} support sets; largest relative "
+                        f"uncertainty {mc['max_relative_error']:.2g} ({mc['where']}); "
+                        f"{traj.nfev} rhs evaluations of the final solve"))
+    return rows
 
 
 # -- simulations ---------------------------------------------------------------------------------
@@ -395,7 +417,8 @@ def main() -> None:
         print(f"{key}: {value}")
     rows: list[dict[str, str]] = []
     notes: list[str] = []
-    sections = [theory_rows, simulation_rows, core_rows, parallel_rows, cold_start_rows]
+    sections = [theory_rows, fewshot_rows, simulation_rows, core_rows, parallel_rows,
+                cold_start_rows]
     if (ROOT / "solvers" / "sweep.py").is_file():
         sections.append(sweep_rows)
     else:

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import integrate
 
 from theory.metatest import metatest_curve
+from theory.state import column_names
 from theory.system import ODESystem, non_finite
 from theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 
@@ -57,11 +58,108 @@ def _guarded(rhs: Callable[[float, np.ndarray], np.ndarray]) -> Callable:
 def solve(system: ODESystem, times: np.ndarray | None = None, *, method: str | None = None,
           rtol: float | None = None, atol: float | None = None, y0: np.ndarray | None = None,
           stop: Callable[[], bool] | None = None) -> Trajectory:
-    """Integrate ``system`` from y0 (default: the config's initial state) over ``times``.
+    """The trajectory of ``system`` from y0 (default: the config's initial state) over ``times``.
 
     Defaults for ``times``, ``method``, ``rtol`` and ``atol`` come from the system's config
     (``output`` and ``solver`` sections). ``stop`` is polled after every accepted step.
+
+    A system whose right-hand side is a Monte Carlo estimate (``system.monte_carlo``: few-shot
+    anil) has a frozen sampling error in its right-hand side, which the dynamics integrate. Its
+    sample is split into ``theory.mc_streams`` = B independent streams; each stream's system is
+    integrated on its own, and the spread of the B stream trajectories gives the uncertainty of the
+    trajectory integrated on all points together, column by column and record by record:
+
+        mc_err_c(alpha) = std_b c_b(alpha) / sqrt(B)
+
+    (the pooled right-hand side is the mean of the streams', so to first order in the sampling
+    error the pooled trajectory's deviation is the mean of the streams' deviations). While the
+    largest mc_err_c / max_alpha |c| over the controlled columns (``controlled_columns``) exceeds
+    ``theory.mc_rtol``, the budget grows up to ``theory.mc_max_tasks``: by (1.2 ratio)^(1/rate),
+    at least doubling and at most 16-fold, with the convergence rate of the error in the budget
+    (n^-rate) taken as 0.75 at first (scrambled Sobol points converge faster than n^-1/2) and then
+    measured from the last two budgets (clipped to [0.5, 1]). Then the values come from one solve
+    on all points of the final budget (not from averaging the streams' trajectories, which keeps
+    the bias of the nonlinear dynamics of their smaller samples). ``Trajectory.monte_carlo``
+    records the budget and whether the tolerance was met.
     """
+    if not system.monte_carlo:
+        return integrate(system, times, method=method, rtol=rtol, atol=atol, y0=y0, stop=stop)
+    th = system.config.theory
+    args = dict(times=times, method=method, rtol=rtol, atol=atol, y0=y0, stop=stop)
+    rate, previous = 0.75, None
+    while True:
+        streams = [integrate(s, **args, metatest=False) for s in system.stream_systems()]
+        errors = stream_uncertainty(streams)
+        worst, where = worst_relative(streams, errors)
+        interrupted = any(s.status == INTERRUPTED for s in streams)
+        if (interrupted or worst <= th.mc_rtol or th.mc_rtol == 0
+                or system.sample.size >= th.mc_max_tasks):
+            break
+        if previous is not None and np.isfinite(worst) and previous[1] > worst:
+            rate = float(np.clip(np.log(previous[1] / worst)
+                                 / np.log(system.sample.size / previous[0]), 0.5, 1.0))
+        previous = (system.sample.size, worst)
+        grow = min(16.0, max(2.0, (1.2 * worst / th.mc_rtol) ** (1.0 / rate)))
+        system = system.with_budget(min(th.mc_max_tasks, int(system.sample.size * grow)))
+    theory = integrate(system, **args)
+    n = len(theory.alpha)
+    theory.uncertainty = {name: _padded(err, n) for name, err in errors.items()}
+    met = th.mc_rtol == 0 or worst <= th.mc_rtol
+    theory.monte_carlo = {"tasks": system.sample.size, "streams": system.sample.streams,
+                          "rtol": th.mc_rtol, "max_relative_error": worst, "where": where,
+                          "tolerance_met": bool(met)}
+    if not met and not interrupted:
+        theory.monte_carlo["warning"] = (
+            f"the Monte Carlo tolerance theory.mc_rtol = {th.mc_rtol:g} was not met within "
+            f"theory.mc_max_tasks = {th.mc_max_tasks}: the largest relative uncertainty is "
+            f"{worst:.3g} ({where}) with {system.sample.size} support sets")
+    return theory
+
+
+def controlled_columns(run: Trajectory) -> list[str]:
+    """The columns whose uncertainty ``theory.mc_rtol`` bounds: the errors and the state (not
+    ``specialisation``, a difference of overlaps that vanishes on a symmetric run, nor the labels
+    ``align_k``)."""
+    return ["error", "error_before_adaptation", "representation_error",
+            *column_names(run.K, run.M)]
+
+
+def stream_uncertainty(streams: list[Trajectory]) -> dict[str, np.ndarray]:
+    """std over the B stream trajectories / sqrt(B) of every continuous column (all but the labels
+    ``align_k``), at the records that every stream reached."""
+    n = min(len(s.alpha) for s in streams)
+    names = [c for c in streams[0].columns()[1:] if not c.startswith("align_")]
+    return {c: np.array([s.column(c)[:n] for s in streams]).std(axis=0, ddof=1)
+            / np.sqrt(len(streams)) for c in names}
+
+
+def worst_relative(streams: list[Trajectory], errors: dict[str, np.ndarray]) -> tuple[float, str]:
+    """(largest mc_err_c / max_alpha |c|, where) over ``controlled_columns``; inf when a stream
+    stopped before the others (its records are missing)."""
+    if len({len(s.alpha) for s in streams}) > 1 or not len(streams[0].alpha):
+        return float("inf"), "a stream stopped early"
+    worst, where = 0.0, ""
+    for c in controlled_columns(streams[0]):
+        scale = np.abs(np.mean([s.column(c) for s in streams], axis=0)).max()
+        if scale == 0.0:
+            continue
+        i = int(np.argmax(errors[c]))
+        if errors[c][i] / scale > worst:
+            worst, where = float(errors[c][i] / scale), f"{c} at alpha = {streams[0].alpha[i]:g}"
+    return worst, where
+
+
+def _padded(err: np.ndarray, n: int) -> np.ndarray:
+    """err for n records: inf where the streams stopped before the pooled trajectory."""
+    return np.concatenate([err[:n], np.full(max(0, n - len(err)), np.inf)])
+
+
+def integrate(system: ODESystem, times: np.ndarray | None = None, *, method: str | None = None,
+              rtol: float | None = None, atol: float | None = None,
+              y0: np.ndarray | None = None, stop: Callable[[], bool] | None = None,
+              metatest: bool = True) -> Trajectory:
+    """One integration of ``system``'s right-hand side as it is (``solve``'s arguments); the
+    meta-test curves at metatest.at only with ``metatest``."""
     cfg = system.config
     times = cfg.times() if times is None else np.asarray(times, dtype=float)
     method = method or cfg.solver.method
@@ -130,4 +228,4 @@ def solve(system: ODESystem, times: np.ndarray | None = None, *, method: str | N
         observables={n: np.array([o[n] for o in obs]) for n in names},
         status=status, message=message, nfev=nfev,
         metatest=metatest_curves(times[:recorded], states, cfg.metatest.at,
-                                 partial(metatest_curve, cfg)))
+                                 partial(metatest_curve, cfg)) if metatest else {})

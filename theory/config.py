@@ -114,9 +114,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         0, 1e8, low_open=True),
     },
     "theory": {
-        "mc_tasks": Key("int", 2000, "Monte Carlo tasks (support sets) per evaluation of the "
-                        "few-shot terms without closed form", 10, 10**8),
-        "mc_seed": Key("int", 0, "seed of the common random numbers of that Monte Carlo", 0,
+        "mc_tasks": Key("int", 2000, "starting budget: support sets per evaluation of the "
+                        "few-shot terms without closed form (rounded up to streams x group x 2^m)",
+                        10, 10**8),
+        "mc_max_tasks": Key("int", 262144, "largest budget the mc_rtol control may reach", 10,
+                            10**8),
+        "mc_rtol": Key("float", 0.01, "trajectory tolerance: largest mc_err_<column> / the "
+                       "column's largest |value| (0: keep mc_tasks)", 0, 1),
+        "mc_streams": Key("int", 8, "independent Monte Carlo streams (their spread is the "
+                          "trajectory's uncertainty)", 2, 1024),
+        "mc_seed": Key("int", 0, "seed of the scrambled Sobol streams of that Monte Carlo", 0,
                        2**63 - 1),
         "quadrature_nodes": Key("int", 32, "Gauss-Legendre nodes of the four-point moments", 4,
                                 1000),
@@ -382,6 +389,10 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
         _fail("metatest.at", f"meta-times must lie in [0, alpha_max = {tr['alpha_max']:g}]")
     if tr["algorithm"] == "sgd" and t["task_std"] != 0:
         _fail("teacher.task_std", "must be 0 for training.algorithm = 'sgd' (one fixed task)")
+    th = v["theory"]
+    if th["mc_max_tasks"] < th["mc_tasks"]:
+        _fail("theory.mc_max_tasks", f"must be >= theory.mc_tasks = {th['mc_tasks']}, "
+                                     f"got {th['mc_max_tasks']}")
     if v["simulation"]["N"] < K + M:
         # the K + M rows of J and B must be independent vectors of R^N
         _fail("simulation.N", f"must be at least K + M = {K + M}, got {v['simulation']['N']}")

@@ -22,10 +22,11 @@ p != q and dF/dC4_pp = 1/2 E[g''_p g_q g_r g_s] = -1/2 sum_{j != p} C4_pj I4(p, 
 
 Numerical part. The lr^2 (diffusion) term for any inner_steps, and the loss and drift for
 inner_steps > 1 (the loss then involves moments of C^ of order 2 s, not four-point moments), are
-expectations over the low-dimensional fields of the P support examples and the task; they are
-evaluated by Monte Carlo with common random numbers (the same standard normals at every state, so
-the right-hand side is a smooth function of (Q, R, w) and adaptive integration works), with the
-user's number of sampled tasks and the standard error reported.
+expectations over the fields of the P support examples; given those fields everything is exact in
+the task and the label noise, and the fields are sampled (``theory.support_mc``: scrambled Sobol
+streams symmetrised under unit permutations, the exact one-step terms as control variates). The
+solver turns the spread of the independent streams into the trajectory's uncertainty
+(``solvers.integrate.solve``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from theory.activation import g, g_prime
 from theory.anil import (
     chain_to_overlaps,
     inner_loop,
@@ -42,15 +42,23 @@ from theory.anil import (
     metatest_errors,
 )
 from theory.config import Config
-from theory.erf_kernels import J2
 from theory.fields import (
+    diffusion_from_moments,
     error_blocks,
     field_covariance,
     signed_i4_tensor,
     task_basis,
 )
 from theory.fourpoint import four_point, pair_i4, path_rule
-from theory.state import pack, unpack
+from theory.state import unpack
+from theory.support_mc import (
+    SupportSample,
+    controlled_mean,
+    drift_map,
+    drift_vector,
+    support_sample,
+    support_terms,
+)
 from theory.system import ODESystem
 
 _PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
@@ -195,13 +203,19 @@ def one_step_test_quadratic(Q, R, T, w, u0, task_std, noise, P, nodes, weights):
 def one_step_loss_and_gradient(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order,
                                nodes, weights):
     """(L_P, G, H, wbar) for inner_steps = 1 on P support examples, exact (module docstring)."""
+    F = four_point_tensor(field_covariance(Q, R, T), R.shape[0], nodes, weights)
+    return one_step_terms(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F)
+
+
+@njit(cache=True)
+def one_step_terms(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F):
+    """``one_step_loss_and_gradient`` with the four-point tensor F of Omega given."""
     K, M = R.shape
     C, D, E = error_blocks(Q, R, T)
     U, S = task_basis(u0, task_std)
     G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, inner_lr, 1, second_order)
     loss = meta_loss(Zs[1], C, D, E, U, S)
     omega = field_covariance(Q, R, T)
-    F = four_point_tensor(omega, K, nodes, weights)
     M2, Y, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
     coef = inner_lr * inner_lr / (2.0 * P)
     loss += coef * xi
@@ -233,209 +247,20 @@ def one_step_loss_and_gradient(Q, R, T, w, u0, task_std, noise, inner_lr, P, sec
     return loss, G + G2 + G3, H + H2 + H3, wbar + coef * dxi_dw
 
 
-@njit(cache=True)
-def _inner_forward(phi, y, w, inner_lr, steps):
-    """Heads w^(0..s) of the inner loop on the support set (phi: P x K features, y: labels)."""
-    P, K = phi.shape
-    ws = np.empty((steps + 1, K))
-    ws[0] = w
-    for r in range(steps):
-        resid = phi @ ws[r] - y
-        ws[r + 1] = ws[r] - (inner_lr / P) * (phi.T @ resid)
-    return ws
-
-
-@njit(cache=True)
-def _inner_backward(phi, y, ws, inner_lr, wbar_s):
-    """Reverse pass of ``_inner_forward``: cotangent on w^(s) -> (phibar (P x K), wbar^(0))."""
-    P, K = phi.shape
-    steps = ws.shape[0] - 1
-    phibar = np.zeros((P, K))
-    wb = wbar_s.copy()
-    for r in range(steps - 1, -1, -1):
-        resid = phi @ ws[r] - y
-        proj = phi @ wb
-        for p in range(P):
-            phibar[p] -= (inner_lr / P) * (wb * resid[p] + proj[p] * ws[r])
-        wb = wb - (inner_lr / P) * (phi.T @ proj)
-    return phibar, wb
-
-
-@njit(cache=True)
-def monte_carlo_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, query, second_order,
-                      xi_task, xi_fields, zeta, nodes, weights):
-    """Monte Carlo (common random numbers) over tasks and support fields of every ODE term.
-
-    For sample i: u = u0 + task_std xi_task[i], support fields z_p = L xi_fields[i, p] with
-    Omega = L L^T, labels y_p = u . g(nu_p) + noise zeta[i, p]; the inner loop gives w' and the
-    query loss has the exact mean eps(w'; u) and gradient gbar = C w' - D u at w'. Returns the means
-    over samples of:
-      loss            eps(w'; u), and its standard error;
-      Cbar, Dbar      1/2 w' w'^T and -w' u^T (the query-field part of the J gradient);
-      SQ, SR, wbar    sum_p lambdabar_p lambda_p^T, sum_p lambdabar_p nu_p^T and dL/dw (second
-                      order: backpropagated through the inner loop; first order: SQ = SR = 0,
-                      wbar = gbar);
-      Phi             the lr^2 term per task (multiply by lr^2 / meta_batch): the query part
-                      E_x[Delta^2 w'_k w'_l g'_k g'_l] / query = y_k y_l (y^T W_kl y + noise^2
-                      J2_kl) / query with y = (w', u) (``theory.fields.signed_i4_tensor``), plus
-                      the support part sum_p E[lambdabar_p lambdabar_p^T] over the query noise
-                      (second order only): lambdabar_p = Jac_p ghat is linear in the task's query
-                      gradient ghat = mean_q Delta_q g(lambda_q), whose second moment is
-                      Gamma = gbar gbar^T (1 - 1/query)
-                              + (sum_ab c_a c_b F_..ab + noise^2 C) / query;
-      and the standard error of tr(Phi) per unit of its mean.
-    """
-    K, M = R.shape
-    n = K + M
-    C, D, E = error_blocks(Q, R, T)
-    omega = field_covariance(Q, R, T)
-    L = covariance_factor(omega)
-    W = signed_i4_tensor(omega, K)
-    F = four_point_tensor(omega, K, nodes, weights) if second_order else np.zeros((K, K, n, n))
-    n_mc = xi_task.shape[0]
-    loss_sum = loss_sq = 0.0
-    Cbar = np.zeros((K, K))
-    Dbar = np.zeros((K, M))
-    SQ = np.zeros((K, K))
-    SR = np.zeros((K, M))
-    wbar = np.zeros(K)
-    PhiQ = np.zeros((K, K))
-    SD = np.zeros((K, K))
-    unit = np.eye(K)
-    J2mat = np.empty((K, K))
-    for k in range(K):
-        for l in range(K):
-            J2mat[k, l] = J2(omega[k, k], omega[l, l], omega[k, l])
-    tr_sum = tr_sq = 0.0
-    y_pair = np.empty(n)
-    c = np.empty(n)
-    for i in range(n_mc):
-        u = u0 + task_std * xi_task[i]
-        z = xi_fields[i] @ L.T  # P x n
-        lam = z[:, :K]
-        phi = np.empty((P, K))
-        gp = np.empty((P, K))
-        for p in range(P):
-            for k in range(K):
-                phi[p, k] = g(lam[p, k])
-                gp[p, k] = g_prime(lam[p, k])
-        labels = np.empty(P)
-        for p in range(P):
-            acc = 0.0
-            for m in range(M):
-                acc += u[m] * g(z[p, K + m])
-            labels[p] = acc + noise * zeta[i, p]
-        ws = _inner_forward(phi, labels, w, inner_lr, steps)
-        wp = ws[steps]
-        gbar = C @ wp - D @ u
-        eps = 0.5 * wp @ (C @ wp) - wp @ (D @ u) + 0.5 * u @ (E @ u)
-        loss_sum += eps
-        loss_sq += eps * eps
-        Cbar += 0.5 * np.outer(wp, wp)
-        Dbar -= np.outer(wp, u)
-        y_pair[:K] = wp
-        y_pair[K:] = u
-        c[:K] = wp
-        c[K:] = -u
-        tr_i = 0.0
-        for k in range(K):
-            for l in range(K):
-                ywy = 0.0  # y^T W[k, l] y
-                for a in range(n):
-                    for b in range(n):
-                        ywy += W[k, l, a, b] * y_pair[a] * y_pair[b]
-                contrib = y_pair[k] * y_pair[l] * (ywy + noise**2 * J2mat[k, l])
-                PhiQ[k, l] += contrib
-                if k == l:
-                    tr_i += contrib / query
-        if second_order:
-            phibar, w0bar = _inner_backward(phi, labels, ws, inner_lr, gbar)
-            lb = phibar * gp
-            SQ += lb.T @ lam
-            SR += lb.T @ z[:, K:]
-            wbar += w0bar
-            # Gamma = E[ghat ghat^T] over the task's query examples
-            Gamma = np.empty((K, K))
-            for k in range(K):
-                for l in range(K):
-                    cfc = 0.0
-                    for a in range(n):
-                        for b in range(n):
-                            cfc += F[k, l, a, b] * c[a] * c[b]
-                    Gamma[k, l] = (gbar[k] * gbar[l] * (1.0 - 1.0 / query)
-                                   + (cfc + noise**2 * C[k, l]) / query)
-            # lambdabar_p = Jac_p ghat (linear): columns from K unit cotangents
-            jac = np.empty((P, K, K))
-            for j in range(K):
-                pb, _ = _inner_backward(phi, labels, ws, inner_lr, unit[j])
-                jac[:, :, j] = pb * gp
-            for p in range(P):
-                contrib = jac[p] @ Gamma @ jac[p].T
-                SD += contrib
-                tr_i += np.trace(contrib)
-        else:
-            wbar += gbar
-        tr_sum += tr_i
-        tr_sq += tr_i * tr_i
-    inv = 1.0 / n_mc
-    loss = loss_sum * inv
-    loss_se = np.sqrt(max(loss_sq * inv - loss * loss, 0.0) * inv)
-    tr_mean = tr_sum * inv
-    tr_rel_se = np.sqrt(max(tr_sq * inv - tr_mean**2, 0.0) * inv) / max(abs(tr_mean), 1e-300)
-    return (loss, loss_se, Cbar * inv, Dbar * inv, SQ * inv, SR * inv, wbar * inv,
-            PhiQ * inv / query + SD * inv, tr_rel_se)
-
-
-@njit(cache=True)
-def monte_carlo_adaptation_curve(Q, R, T, w, u0, task_std, noise, inner_lr, steps, P, xi_task,
-                                 xi_fields, zeta):
-    """E_{tau,S} eps(w^(r); u) for r = 0..steps on P support examples, and standard errors."""
-    K, M = R.shape
-    C, D, E = error_blocks(Q, R, T)
-    L = covariance_factor(field_covariance(Q, R, T))
-    n_mc = xi_task.shape[0]
-    s1 = np.zeros(steps + 1)
-    s2 = np.zeros(steps + 1)
-    for i in range(n_mc):
-        u = u0 + task_std * xi_task[i]
-        z = xi_fields[i] @ L.T
-        phi = np.empty((P, K))
-        labels = np.empty(P)
-        for p in range(P):
-            for k in range(K):
-                phi[p, k] = g(z[p, k])
-            acc = 0.0
-            for m in range(M):
-                acc += u[m] * g(z[p, K + m])
-            labels[p] = acc + noise * zeta[i, p]
-        ws = _inner_forward(phi, labels, w, inner_lr, steps)
-        for r in range(steps + 1):
-            eps = 0.5 * ws[r] @ (C @ ws[r]) - ws[r] @ (D @ u) + 0.5 * u @ (E @ u)
-            s1[r] += eps
-            s2[r] += eps * eps
-    mean = s1 / n_mc
-    return mean, np.sqrt(np.maximum(s2 / n_mc - mean * mean, 0.0) / n_mc)
-
-
-def common_random_numbers(n_tasks: int, P: int, K: int, M: int,
-                          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standard normals (task heads xi, support fields, label noise) reused at every state."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n_tasks, M)), rng.standard_normal((n_tasks, P, K + M)),
-            rng.standard_normal((n_tasks, P)))
-
-
 class FewShotANILSystem(ODESystem):
-    """The ANIL ODEs with P support examples per task (module docstring).
+    """The ANIL ODEs with P support examples per task (module docstring, ``theory.support_mc``).
 
-    inner_steps = 1: loss and drift exact (four-point moments by quadrature); the diffusion term
-    by Monte Carlo. inner_steps > 1: loss, drift and diffusion by Monte Carlo over
-    ``theory.mc_tasks`` support sets with common random numbers. The observables
-    ``error_mc_stderr`` (0 where exact) and ``diffusion_mc_rel_stderr`` report the Monte Carlo
-    error at every record.
+    inner_steps = 1: loss and drift exact (four-point moments by quadrature), the lr^2 term by
+    Monte Carlo over the support fields. inner_steps > 1: loss, drift and lr^2 term by that Monte
+    Carlo, the loss and drift with the exact one-step terms as control variates. ``sample`` is the
+    set of support sets of the estimate (default: ``theory.mc_tasks`` of them, all streams); the
+    solver (``solvers.integrate.solve``) integrates the streams one by one for the trajectory's
+    uncertainty and raises the budget until ``theory.mc_rtol`` is met.
     """
 
-    def __init__(self, config: Config):
+    monte_carlo = True
+
+    def __init__(self, config: Config, sample: SupportSample | None = None):
         super().__init__(config)
         te, tr, th = config.teacher, config.training, config.theory
         self.u0 = np.ascontiguousarray(te.u0, dtype=float)
@@ -445,37 +270,71 @@ class FewShotANILSystem(ODESystem):
         self.lr, self.lr_head = float(tr.lr), float(tr.lr_head)
         self.query, self.meta_batch = int(tr.query), int(tr.meta_batch)
         self.nodes, self.weights = path_rule(th.quadrature_nodes)
-        self.crn = common_random_numbers(th.mc_tasks, self.P, self.K, self.M, th.mc_seed)
+        self.sample = self.sample_of(th.mc_tasks) if sample is None else sample
 
-    def _terms(self, Q, R, w):
-        return monte_carlo_terms(Q, R, self.T, w, self.u0, self.task_std, self.noise,
-                                 self.inner_lr, self.steps, self.P, self.query, self.second,
-                                 *self.crn, self.nodes, self.weights)
+    def sample_of(self, budget: int) -> SupportSample:
+        """About ``budget`` support sets in ``theory.mc_streams`` streams (``support_sample``)."""
+        th = self.config.theory
+        return support_sample(self.K, self.M, self.P, self.u0, self.T, budget,
+                              th.mc_streams, th.mc_seed)
+
+    def with_budget(self, budget: int) -> FewShotANILSystem:
+        """The same system estimated on about ``budget`` support sets."""
+        return FewShotANILSystem(self.config, self.sample_of(budget))
+
+    def stream_systems(self) -> list[FewShotANILSystem]:
+        """One system per stream of the sample, each estimated on that stream's points alone."""
+        return [FewShotANILSystem(self.config, self.sample.only(b))
+                for b in range(self.sample.streams)]
+
+    def _estimate(self, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term: bool):
+        """(loss and drift vector of ``drift_vector``, Phi or None) at (Q, R, w).
+
+        inner_steps = 1: the loss and drift are exact, the Monte Carlo gives Phi alone.
+        inner_steps > 1: the loss and drift are Monte Carlo means corrected by the control
+        variates (the one-step terms of ``one_step_terms`` and the support moments, mean C and D).
+        """
+        K, M = self.K, self.M
+        C, D, E = error_blocks(Q, R, self.T)
+        omega = field_covariance(Q, R, self.T)
+        F = four_point_tensor(omega, K, self.nodes, self.weights)
+        loss1, G1, H1, wbar1 = one_step_terms(Q, R, self.T, w, self.u0, self.task_std,
+                                              self.noise, self.inner_lr, self.P, self.second, F)
+        drift = drift_vector(loss1, G1, H1, np.zeros((K, K)), np.zeros((K, M)), wbar1, Q, R,
+                             self.T)
+        several = self.steps > 1
+        if not (several or lr2_term):
+            return drift, None
+        grads, grads1, hats, M4, M2, SD = support_terms(
+            Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.steps,
+            self.second, self.query, self.sample.fields, self.sample.task, C, D, E, F, several,
+            lr2_term)
+        if several:
+            L = drift_map(Q, R, self.T, K, M)
+            known = np.concatenate([drift, C[np.triu_indices(K)], D.ravel()])
+            drift = controlled_mean(grads @ L.T, np.hstack([grads1 @ L.T, hats]), known)
+        if not lr2_term:
+            return drift, None
+        n = self.sample.size
+        phi = (diffusion_from_moments(omega, signed_i4_tensor(omega, K), M4 / n, M2 / n,
+                                      self.noise) / self.query + SD / n)
+        return drift, phi
 
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
+        """dQ = -lr (X + X^T) + lr^2 / meta_batch Phi, dR = -lr (2 G R + H T + SR),
+        dw = -lr_head wbar (MODEL.md §4, ``theory.support_mc.drift_vector``)."""
         Q, R, w = unpack(y, self.K, self.M)
-        (_, _, Cbar, Dbar, SQ, SR, wbar, phi, _) = self._terms(Q, R, w)
-        if self.steps == 1:
-            _, G, H, wbar = one_step_loss_and_gradient(
-                Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.P,
-                self.second, self.nodes, self.weights)
-            SQ, SR = np.zeros_like(SQ), np.zeros_like(SR)
-        else:
-            G, H = chain_to_overlaps(Q, R, self.T, Cbar, Dbar)
-        X = 2.0 * G @ Q + H @ R.T + SQ
-        dQ = -self.lr * (X + X.T) + self.lr**2 / self.meta_batch * phi
-        dR = -self.lr * (2.0 * G @ R + H @ self.T + SR)
-        return pack(dQ, dR, -self.lr_head * wbar)
+        drift, phi = self._estimate(Q, R, w, True)
+        nq, nr = self.K * (self.K + 1) // 2, self.K * self.M
+        out = drift[1:].copy()
+        out[:nq] = -self.lr * out[:nq] + self.lr**2 / self.meta_batch * phi[np.triu_indices(self.K)]
+        out[nq:nq + nr] *= -self.lr
+        out[nq + nr:] *= -self.lr_head
+        return out
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)
-        loss, loss_se, *_, tr_rel_se = self._terms(Q, R, w)
-        if self.steps == 1:
-            loss_se = 0.0
-            loss = one_step_loss_and_gradient(
-                Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.P,
-                self.second, self.nodes, self.weights)[0]
+        loss = self._estimate(Q, R, w, False)[0][0]
         before = metatest_errors(Q, R, self.T, w, self.u0, self.task_std, self.inner_lr, 0)[0]
         return {"error": float(loss), "error_before_adaptation": float(before),
-                "error_mc_stderr": float(loss_se), "diffusion_mc_rel_stderr": float(tr_rel_se),
                 **self.common_observables(Q, R, w)}

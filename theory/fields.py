@@ -90,24 +90,34 @@ def diffusion_from_moments(omega: np.ndarray, W: np.ndarray, M4: np.ndarray, M2:
 
 
 @njit(cache=True)
+def add_fourth_moments(mean: np.ndarray, cov: np.ndarray, K: int, M4: np.ndarray,
+                       M2: np.ndarray) -> None:
+    """Add the moments of a Gaussian y with ``mean`` and ``cov`` to (M4, M2): M4[k, l, a, b] +=
+    E[y_k y_l y_a y_b] for k, l < K and all a, b (Isserlis' theorem with a mean), M2[k, l] +=
+    E[y_k y_l]."""
+    n = mean.shape[0]
+    mu, S = mean, cov
+    for k in range(K):
+        for l in range(K):
+            M2[k, l] += mu[k] * mu[l] + S[k, l]
+            for a in range(n):
+                for b in range(n):
+                    M4[k, l, a, b] += (mu[a] * mu[b] * mu[k] * mu[l]
+                                       + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
+                                       + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
+                                       + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
+                                       + S[a, b] * S[k, l] + S[a, k] * S[b, l]
+                                       + S[a, l] * S[b, k])
+
+
+@njit(cache=True)
 def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
               noise: float) -> np.ndarray:
     """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks
-    (``cov`` zero for one fixed task): E[y_k y_l y_a y_b] by Isserlis' theorem with a mean."""
+    (``cov`` zero for one fixed task), with the moments of ``add_fourth_moments``."""
     n = omega.shape[0]
-    mu, S = mean, cov
-    M4 = np.empty((K, K, n, n))
-    for k in range(K):
-        for l in range(K):
-            for a in range(n):
-                for b in range(n):
-                    M4[k, l, a, b] = (mu[a] * mu[b] * mu[k] * mu[l]
-                                      + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
-                                      + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
-                                      + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
-                                      + S[a, b] * S[k, l] + S[a, k] * S[b, l]
-                                      + S[a, l] * S[b, k])
-    M2 = np.outer(mu[:K], mu[:K]) + S[:K, :K]
+    M4, M2 = np.zeros((K, K, n, n)), np.zeros((K, K))
+    add_fourth_moments(mean, cov, K, M4, M2)
     return diffusion_from_moments(omega, signed_i4_tensor(omega, K), M4, M2, noise)
 
 

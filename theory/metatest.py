@@ -3,9 +3,9 @@
 A fresh task tau (teacher head u_tau = u0 + task_std xi) is adapted from the meta-learnt head w
 with the test inner learning rate on its support loss; the curve is E_tau eps(w^(r); u_tau),
 r = 0..S. With the population support it is exact (``theory.anil.metatest_errors``); with P
-support examples it is a Monte Carlo average over theory.mc_tasks support sets with common random
-numbers drawn from theory.mc_seed + 1 (``theory.fewshot.monte_carlo_adaptation_curve``), with its
-standard error.
+support examples it is a Monte Carlo average over about theory.mc_tasks support sets (exact in
+the task, ``theory.support_mc.adaptation_errors``) drawn from theory.mc_seed + 1, with its standard
+error from the spread of the theory.mc_streams streams.
 
 ``metatest_curve`` is the curve of the config's [metatest] section, recorded in trajectories at
 metatest.at (by ``solvers.integrate`` for the theory and ``simulations.run`` for the networks'
@@ -19,8 +19,9 @@ import numpy as np
 
 from theory.anil import metatest_errors
 from theory.config import Config, ConfigError
-from theory.fewshot import common_random_numbers, monte_carlo_adaptation_curve
+from theory.fields import error_blocks
 from theory.state import unpack
+from theory.support_mc import adaptation_errors, support_sample
 
 
 def support_size(support: int | str) -> int:
@@ -44,9 +45,12 @@ def adaptation_curve(config: Config, y: np.ndarray, support: int | str, steps: i
     if P == 0:
         mean = metatest_errors(Q, R, T, w, u0, float(te.task_std), float(inner_lr), int(steps))
         return mean, np.zeros_like(mean)
-    crn = common_random_numbers(th.mc_tasks, P, K, M, th.mc_seed + 1)
-    return monte_carlo_adaptation_curve(Q, R, T, w, u0, float(te.task_std), float(te.noise),
-                                        float(inner_lr), int(steps), P, *crn)
+    sample = support_sample(K, M, P, u0, T, th.mc_tasks, th.mc_streams, th.mc_seed + 1)
+    errors = adaptation_errors(Q, R, T, w, u0, float(te.task_std), float(te.noise),
+                               float(inner_lr), int(steps), sample.fields, sample.task,
+                               *error_blocks(Q, R, T))
+    streams = np.array([errors[sample.stream == b].mean(axis=0) for b in range(sample.streams)])
+    return errors.mean(axis=0), streams.std(axis=0, ddof=1) / np.sqrt(sample.streams)
 
 
 def metatest_curve(config: Config, y: np.ndarray) -> np.ndarray:

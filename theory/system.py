@@ -27,7 +27,14 @@ DIVERGENCE_BOUND = 1e8
 
 
 class ODESystem(ABC):
-    """dy/dalpha = f(y) for y = (Q, R, w) of one config (autonomous: f does not depend on alpha)."""
+    """dy/dalpha = f(y) for y = (Q, R, w) of one config (autonomous: f does not depend on alpha).
+
+    ``monte_carlo``: whether f is a Monte Carlo estimate; such a system also offers
+    ``stream_systems()`` (one system per independent stream of its sample), ``with_budget(n)`` and
+    ``sample.size`` for the uncertainty control of ``solvers.integrate.solve``.
+    """
+
+    monte_carlo = False
 
     def __init__(self, config: Config):
         self.config = config

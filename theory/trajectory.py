@@ -30,6 +30,8 @@ SUCCESS, DIVERGED, INTERRUPTED = 0, 1, 2
 RUN_RECORD = "run.json"
 #: Packages whose versions a run record lists (with python and metaode itself).
 RECORDED_PACKAGES = ("numpy", "scipy", "numba", "sympy", "metaode")
+#: CSV columns of a trajectory's Monte Carlo uncertainty are named prefix + column.
+UNCERTAINTY_PREFIX = "mc_err_"
 
 
 @dataclass
@@ -40,7 +42,10 @@ class Trajectory:
     adaptation steps). ``status`` is SUCCESS, DIVERGED (then ``message`` says at which alpha and
     why and the arrays stop at the last good record) or INTERRUPTED (stopped on request, e.g. by
     SIGINT; the arrays hold the records reached); ``nfev`` counts right-hand-side evaluations
-    (theory) or steps (simulation).
+    (theory) or steps (simulation). A theory whose right-hand side is a Monte Carlo estimate
+    carries ``uncertainty``: for a column c, the standard error of c along the trajectory
+    (CSV column ``mc_err_<c>``), and ``monte_carlo``: the budget used and whether ``theory.mc_rtol``
+    was met (``solvers.integrate.solve``).
     """
 
     alpha: np.ndarray
@@ -53,6 +58,8 @@ class Trajectory:
     nfev: int = 0
     seed: int | None = None
     metatest: dict[float, np.ndarray] = field(default_factory=dict)
+    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
+    monte_carlo: dict[str, Any] = field(default_factory=dict)
 
     def order_parameters(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(Q, R, w) at record i."""
@@ -68,16 +75,21 @@ class Trajectory:
             return self.alpha
         if name in self.observables:
             return self.observables[name]
+        if name.startswith(UNCERTAINTY_PREFIX) and name[len(UNCERTAINTY_PREFIX):] in \
+                self.uncertainty:
+            return self.uncertainty[name[len(UNCERTAINTY_PREFIX):]]
         names = column_names(self.K, self.M)
         if name in names:
             return self.states[:, names.index(name)]
         raise KeyError(f"no column {name!r}")
 
     def columns(self) -> list[str]:
-        """CSV header: alpha, error, error_before_adaptation, other observables, then the state."""
+        """CSV header: alpha, error, error_before_adaptation, other observables, the state, then
+        the uncertainties ``mc_err_<name>`` (Monte Carlo theory)."""
         first = ["error", "error_before_adaptation"]
         extra = [k for k in self.observables if k not in first]
-        return ["alpha", *first, *extra, *column_names(self.K, self.M)]
+        return ["alpha", *first, *extra, *column_names(self.K, self.M),
+                *[UNCERTAINTY_PREFIX + k for k in self.uncertainty]]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -141,13 +153,16 @@ def read_csv(path: str | Path, K: int, M: int) -> list[Trajectory]:
     seeds = body[:, 0].astype(int) if with_seed else np.zeros(len(body), dtype=int)
     state_cols = [header.index(n) for n in column_names(K, M)]
     obs_cols = {n: header.index(n) for n in header if n not in column_names(K, M)
-                and n not in ("seed", "alpha")}
+                and n not in ("seed", "alpha") and not n.startswith(UNCERTAINTY_PREFIX)}
+    err_cols = {n[len(UNCERTAINTY_PREFIX):]: header.index(n) for n in header
+                if n.startswith(UNCERTAINTY_PREFIX)}
     runs = []
     for seed in dict.fromkeys(seeds.tolist()):
         block = body[seeds == seed]
         runs.append(Trajectory(
             alpha=block[:, header.index("alpha")], states=block[:, state_cols], K=K, M=M,
             observables={n: block[:, i] for n, i in obs_cols.items()},
+            uncertainty={n: block[:, i] for n, i in err_cols.items()},
             seed=seed if with_seed else None))
     return runs
 

@@ -353,6 +353,10 @@ def _solve(config: Config, session: Session) -> tuple[Trajectory, float]:
     system = build_system(config)
     with session.stop.polling():
         theory = solve(system, stop=session.stop)
+    if theory.monte_carlo:
+        session.record["monte_carlo"] = theory.monte_carlo
+        if "warning" in theory.monte_carlo:
+            print(f"metaode: warning: {theory.monte_carlo['warning']}", file=sys.stderr)
     return theory, time.perf_counter() - start
 
 

@@ -11,6 +11,10 @@ simulation's recorded meta-times alpha_i and over the S seeds s:
     max_abs_z         = max_i |d_i / stderr_i|              (S >= 2; see ``ROUNDING``),
     max_rel_deviation = max_i |d_i| / c_theory(alpha_i)     (error columns only).
 
+A Monte Carlo theory (few-shot anil) also reports its own uncertainty e_i (``mc_err_c``):
+``theory_uncertainty`` and max_abs_z_with_theory_uncertainty = max_i |d_i| / sqrt(stderr_i^2 +
+e_i^2).
+
 If the simulation's times (round(alpha N) / N) do not coincide with the theory's, the theory is
 evaluated there by a cubic spline through its records (error O(h^4) for a smooth trajectory with
 record spacing h). As N grows, d_i -> 0 like (S N)^-1/2 (fluctuations) plus O(1/N) (bias).
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from theory.trajectory import Trajectory, atomic_write_text
+from theory.trajectory import UNCERTAINTY_PREFIX, Trajectory, atomic_write_text
 
 #: Standard errors below ROUNDING * max(1, |theory|) are rounding, not sampling: at alpha = 0 every
 #: seed starts from the same overlaps up to floating point (relative error ~ sqrt(N) 1e-16 <= 1e-12
@@ -70,8 +74,8 @@ def theory_at(theory: Trajectory, name: str, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
-def _column_figures(name: str, theory: np.ndarray, table: np.ndarray,
-                    alpha: np.ndarray) -> dict[str, Any]:
+def _column_figures(name: str, theory: np.ndarray, table: np.ndarray, alpha: np.ndarray,
+                    uncertainty: np.ndarray | None) -> dict[str, Any]:
     S = table.shape[0]
     mean = table.mean(axis=0)
     stderr = table.std(axis=0, ddof=1) / math.sqrt(S) if S >= 2 else None
@@ -91,6 +95,13 @@ def _column_figures(name: str, theory: np.ndarray, table: np.ndarray,
         sampled = ok & (stderr > ROUNDING * np.maximum(1.0, np.abs(theory)))
         z = (mean - theory)[sampled] / stderr[sampled]
         figures["max_abs_z"] = float(np.max(np.abs(z))) if z.size else None
+        if uncertainty is not None:
+            combined = np.sqrt(stderr**2 + uncertainty**2)[sampled]
+            z = (mean - theory)[sampled] / combined
+            figures["max_abs_z_with_theory_uncertainty"] = (float(np.max(np.abs(z))) if z.size
+                                                           else None)
+    if uncertainty is not None:
+        figures["theory_uncertainty"] = uncertainty.tolist()
     figures["theory"] = theory.tolist()
     figures["mean"] = mean.tolist()
     figures["stderr"] = stderr.tolist() if stderr is not None else None
@@ -112,7 +123,9 @@ def compare(theory: Trajectory, sims: list[Trajectory], N: int | None = None) ->
     columns = {}
     for name in names:
         _, table = seed_table(sims, name)
-        columns[name] = _column_figures(name, theory_at(theory, name, alpha), table, alpha)
+        err = (theory_at(theory, UNCERTAINTY_PREFIX + name, alpha) if name in theory.uncertainty
+               else None)
+        columns[name] = _column_figures(name, theory_at(theory, name, alpha), table, alpha, err)
     return {
         "N": N,
         "seeds": [s.seed for s in sims],

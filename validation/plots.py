@@ -49,6 +49,10 @@ def _overlay(ax: Axes, theory: Trajectory, sims: list[Trajectory], names: list[s
     values: list[float] = []
     for name, label, colour in zip(names, labels, _colours(len(names)), strict=True):
         ax.plot(theory.alpha, theory.column(name), color=colour, lw=1.5, label=label)
+        if name in theory.uncertainty:  # the Monte Carlo theory's band, +- 2 mc_err
+            band = 2.0 * theory.uncertainty[name]
+            ax.fill_between(theory.alpha, theory.column(name) - band,
+                            theory.column(name) + band, color=colour, alpha=0.25, lw=0)
         values.extend(theory.column(name))
         if sims:
             alpha, table = seed_table(sims, name)
@@ -68,7 +72,8 @@ def overlay_figure(theory: Trajectory, sims: list[Trajectory], path: str | Path,
     """Write the theory-vs-simulation figure to ``path`` (PNG), atomically.
 
     Markers are the seed mean of the simulated column with error bars +- its standard deviation
-    over seeds (ddof = 1); lines are the ODE solution. ``N`` and ``algorithm`` go into the title.
+    over seeds (ddof = 1); lines are the ODE solution, with a shaded band of +- 2 mc_err where the
+    theory is a Monte Carlo estimate (few-shot anil). ``N`` and ``algorithm`` go into the title.
     """
     K, M = theory.K, theory.M
     fig = Figure(figsize=(12, 8.5), layout="constrained")
