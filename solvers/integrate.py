@@ -32,6 +32,11 @@ _METHODS = {
     "LSODA": integrate.LSODA,
 }
 
+#: The streams of a Monte Carlo theory are integrated at rtol = max(solver.rtol, this * mc_rtol).
+STREAM_RTOL_FRACTION = 1e-3
+#: A column's scale in the mc_rtol check is at least this fraction of the largest column scale.
+SCALE_FLOOR = 1e-3
+
 #: Errors of a right-hand side evaluated where its integrals break down (a division by zero in a
 #: compiled kernel, an overflow, a failed factorisation): reported as a divergence at that alpha.
 RHS_ERRORS = (ArithmeticError, ValueError)
@@ -73,26 +78,34 @@ def solve(system: ODESystem, times: np.ndarray | None = None, *, method: str | N
 
     (the pooled right-hand side is the mean of the streams', so to first order in the sampling
     error the pooled trajectory's deviation is the mean of the streams' deviations). While the
-    largest mc_err_c / max_alpha |c| over the controlled columns (``controlled_columns``) exceeds
+    largest mc_err_c / max_alpha |c| over the controlled columns (``controlled_columns``; the scale
+    floored at SCALE_FLOOR of the largest, ``worst_relative``) exceeds
     ``theory.mc_rtol``, the budget grows up to ``theory.mc_max_tasks``: by (1.2 ratio)^(1/rate),
     at least doubling and at most 16-fold, with the convergence rate of the error in the budget
     (n^-rate) taken as 0.75 at first (scrambled Sobol points converge faster than n^-1/2) and then
     measured from the last two budgets (clipped to [0.5, 1]). Then the values come from one solve
     on all points of the final budget (not from averaging the streams' trajectories, which keeps
     the bias of the nonlinear dynamics of their smaller samples). ``Trajectory.monte_carlo``
-    records the budget and whether the tolerance was met.
+    records the budget and whether the tolerance was met. The streams, which only give the error
+    bar, are integrated at rtol = max(solver.rtol, STREAM_RTOL_FRACTION mc_rtol): their
+    integration error is then at most a thousandth of the tolerance that the error bar is checked
+    against (a stream's own deviation at that tolerance is sqrt(B) mc_err ~ 3 mc_rtol |c|); the
+    solve that gives the values keeps the solver's tolerances.
     """
     if not system.monte_carlo:
         return integrate(system, times, method=method, rtol=rtol, atol=atol, y0=y0, stop=stop)
     th = system.config.theory
     args = dict(times=times, method=method, rtol=rtol, atol=atol, y0=y0, stop=stop)
+    rtol = system.config.solver.rtol if rtol is None else rtol
+    loose = {**args, "rtol": max(rtol, STREAM_RTOL_FRACTION * th.mc_rtol)}
     rate, previous = 0.75, None
     while True:
-        streams = [integrate(s, **args, metatest=False) for s in system.stream_systems()]
+        streams = [integrate(s, **loose, metatest=False) for s in system.stream_systems()]
         errors = stream_uncertainty(streams)
         worst, where = worst_relative(streams, errors)
         interrupted = any(s.status == INTERRUPTED for s in streams)
-        if (interrupted or worst <= th.mc_rtol or th.mc_rtol == 0
+        diverged = any(s.status == DIVERGED for s in streams)  # no budget makes it converge
+        if (interrupted or diverged or worst <= th.mc_rtol or th.mc_rtol == 0
                 or system.sample.size >= th.mc_max_tasks):
             break
         if previous is not None and np.isfinite(worst) and previous[1] > worst:
@@ -126,21 +139,43 @@ def controlled_columns(run: Trajectory) -> list[str]:
 
 def stream_uncertainty(streams: list[Trajectory]) -> dict[str, np.ndarray]:
     """std over the B stream trajectories / sqrt(B) of every continuous column (all but the labels
-    ``align_k``), at the records that every stream reached."""
-    n = min(len(s.alpha) for s in streams)
-    names = [c for c in streams[0].columns()[1:] if not c.startswith("align_")]
-    return {c: np.array([s.column(c)[:n] for s in streams]).std(axis=0, ddof=1)
-            / np.sqrt(len(streams)) for c in names}
+    ``align_k``), record by record over the streams that reached it (``worst_relative`` reports
+    streams that stopped early); records that fewer than two streams reached carry the last
+    value."""
+    n = max(len(s.alpha) for s in streams)
+    first = next(s for s in streams if len(s.alpha) == n)
+    names = [c for c in first.columns()[1:] if not c.startswith("align_")]
+    out = {}
+    for c in names:
+        table = np.full((len(streams), n), np.nan)
+        for b, s in enumerate(streams):
+            table[b, : len(s.alpha)] = s.column(c) if len(s.alpha) else []
+        reached = np.sum(np.isfinite(table), axis=0)
+        err = np.zeros(n)
+        for i in range(n):
+            if reached[i] >= 2:
+                err[i] = np.nanstd(table[:, i], ddof=1) / np.sqrt(reached[i])
+            elif i:
+                err[i] = err[i - 1]
+        out[c] = err
+    return out
 
 
 def worst_relative(streams: list[Trajectory], errors: dict[str, np.ndarray]) -> tuple[float, str]:
-    """(largest mc_err_c / max_alpha |c|, where) over ``controlled_columns``; inf when a stream
-    stopped before the others (its records are missing)."""
-    if len({len(s.alpha) for s in streams}) > 1 or not len(streams[0].alpha):
-        return float("inf"), "a stream stopped early"
+    """(largest mc_err_c / scale_c, where) over ``controlled_columns``, scale_c = max_alpha |c|
+    but at least SCALE_FLOOR times the largest scale of those columns (an entry that stays near 0,
+    e.g. an off-diagonal overlap of a nearly symmetric run, has no meaningful relative error);
+    inf when a stream stopped before the others (its records are missing)."""
+    shortest = min(streams, key=lambda s: len(s.alpha))
+    if len({len(s.alpha) for s in streams}) > 1 or not len(shortest.alpha):
+        return float("inf"), (f"a stream stopped at alpha = {shortest.alpha[-1]:g}"
+                              if len(shortest.alpha) else "a stream stopped at its first record")
+    names = controlled_columns(streams[0])
+    scales = {c: np.abs(np.mean([s.column(c) for s in streams], axis=0)).max() for c in names}
+    floor = SCALE_FLOOR * max(scales.values())
     worst, where = 0.0, ""
-    for c in controlled_columns(streams[0]):
-        scale = np.abs(np.mean([s.column(c) for s in streams], axis=0)).max()
+    for c in names:
+        scale = max(scales[c], floor)
         if scale == 0.0:
             continue
         i = int(np.argmax(errors[c]))
@@ -150,8 +185,10 @@ def worst_relative(streams: list[Trajectory], errors: dict[str, np.ndarray]) -> 
 
 
 def _padded(err: np.ndarray, n: int) -> np.ndarray:
-    """err for n records: inf where the streams stopped before the pooled trajectory."""
-    return np.concatenate([err[:n], np.full(max(0, n - len(err)), np.inf)])
+    """err for the n records of the pooled trajectory (the last value where every stream stopped
+    before it; ``worst_relative`` reports that)."""
+    last = err[-1:] if len(err) else np.zeros(1)
+    return np.concatenate([err[:n], np.repeat(last, max(0, n - len(err)))])
 
 
 def integrate(system: ODESystem, times: np.ndarray | None = None, *, method: str | None = None,

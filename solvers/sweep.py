@@ -205,7 +205,8 @@ def evaluate_point(raw: dict[str, Any], index: int, params: dict[str, Any]) -> d
             "specialisation": last.get("specialisation", math.nan),
             "alpha_end": float(theory.alpha[-1]) if len(theory.alpha) else math.nan,
             "status": "diverged" if theory.status == DIVERGED else "success",
-            "message": theory.message,
+            # a Monte Carlo theory that missed theory.mc_rtol says so here (never silently)
+            "message": theory.message or theory.monte_carlo.get("warning", ""),
             "nfev": int(theory.nfev),
         })
     except Exception as err:  # reported in the row; the sweep goes on

@@ -148,7 +148,10 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
     simulation = {"N": draw(st.integers(K + M, 40)), "seeds": draw(st.integers(1, 2)),
                   "seed": draw(st.integers(0, 2**63 - 10)), "eval_tasks": draw(st.integers(2, 8)),
                   "checkpoint_every": draw(st.sampled_from([0.0, 60.0, 1e-9]))}
-    theory = {"mc_tasks": draw(st.integers(10, 40)), "quadrature_nodes": draw(st.integers(4, 12))}
+    # a tolerance that a small budget meets or misses (both paths), never a long budget search
+    theory = {"mc_tasks": draw(st.integers(10, 40)), "mc_max_tasks": 64,
+              "mc_rtol": draw(st.sampled_from([0.0, 0.3])),
+              "quadrature_nodes": draw(st.integers(4, 12))}
     config = {"teacher": teacher, "student": student, "training": training,
               "metatest": metatest, "output": output, "simulation": simulation, "theory": theory}
     if draw(st.booleans()):  # above every initial Q0_kk / max T_mm drawn here (< 20)

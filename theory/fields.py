@@ -94,7 +94,8 @@ def add_fourth_moments(mean: np.ndarray, cov: np.ndarray, K: int, M4: np.ndarray
                        M2: np.ndarray) -> None:
     """Add the moments of a Gaussian y with ``mean`` and ``cov`` to (M4, M2): M4[k, l, a, b] +=
     E[y_k y_l y_a y_b] for k, l < K and all a, b (Isserlis' theorem with a mean), M2[k, l] +=
-    E[y_k y_l]."""
+    E[y_k y_l]. M4 is symmetric in (k, l) and in (a, b): only the entries with k <= l and a <= b
+    are added; ``symmetrise_pairs`` fills the others once the sum is complete."""
     n = mean.shape[0]
     mu, S = mean, cov
     for k in range(K):
@@ -102,12 +103,26 @@ def add_fourth_moments(mean: np.ndarray, cov: np.ndarray, K: int, M4: np.ndarray
             M2[k, l] += mu[k] * mu[l] + S[k, l]
             for a in range(n):
                 for b in range(n):
+                    if l < k or b < a:  # symmetric in (k, l) and in (a, b): copied below
+                        continue
                     M4[k, l, a, b] += (mu[a] * mu[b] * mu[k] * mu[l]
                                        + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
                                        + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
                                        + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
                                        + S[a, b] * S[k, l] + S[a, k] * S[b, l]
                                        + S[a, l] * S[b, k])
+
+
+@njit(cache=True)
+def symmetrise_pairs(M4: np.ndarray) -> None:
+    """Copy M4[k, l, a, b] (k <= l, a <= b) to the entries with k > l or a > b."""
+    K, n = M4.shape[0], M4.shape[2]
+    for k in range(K):
+        for l in range(K):
+            for a in range(n):
+                for b in range(n):
+                    if l < k or b < a:
+                        M4[k, l, a, b] = M4[min(k, l), max(k, l), min(a, b), max(a, b)]
 
 
 @njit(cache=True)
@@ -118,6 +133,7 @@ def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
     n = omega.shape[0]
     M4, M2 = np.zeros((K, K, n, n)), np.zeros((K, K))
     add_fourth_moments(mean, cov, K, M4, M2)
+    symmetrise_pairs(M4)
     return diffusion_from_moments(omega, signed_i4_tensor(omega, K), M4, M2, noise)
 
 

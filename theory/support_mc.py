@@ -52,7 +52,7 @@ from scipy.stats import qmc
 
 from theory.activation import g, g_prime
 from theory.anil import chain_to_overlaps, meta_loss
-from theory.fields import add_fourth_moments, field_covariance
+from theory.fields import add_fourth_moments, field_covariance, symmetrise_pairs
 
 #: Largest permutation group whose images complete every sample point (K! beyond: the cyclic shifts
 #: of the student units; the teacher part is dropped when the product would exceed it).
@@ -147,7 +147,7 @@ def symmetric_root(omega: np.ndarray) -> np.ndarray:
 
 #: Largest support set whose label noise is integrated exactly (a basis vector per example, so a
 #: support set costs O(P^2)); beyond it zeta is sampled with the fields.
-EXACT_NOISE_SUPPORT = 32
+EXACT_NOISE_SUPPORT = 8
 
 
 @njit(cache=True)
@@ -306,11 +306,10 @@ def _gradient_terms(Z, Zs, C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order,
 
 
 @njit(cache=True)
-def support_moments(phi: np.ndarray, z: np.ndarray, K: int, out: np.ndarray) -> None:
-    """C^_kl (k <= l) and D^_km of one support set, C^ = phi^T phi / P, D^ = phi^T psi / P, whose
-    expectations are C and D (control variates with known mean)."""
-    P = phi.shape[0]
-    M = z.shape[1] - K
+def support_moments(phi: np.ndarray, Y: np.ndarray, M: int, out: np.ndarray) -> None:
+    """C^_kl (k <= l) and D^_km of one support set, C^ = phi^T phi / P, D^ = phi^T psi / P (psi
+    = Y[:, 1:1 + M]), whose expectations are C and D (control variates with known mean)."""
+    P, K = phi.shape
     i = 0
     for k in range(K):
         for l in range(k, K):
@@ -323,12 +322,13 @@ def support_moments(phi: np.ndarray, z: np.ndarray, K: int, out: np.ndarray) -> 
         for m in range(M):
             acc = 0.0
             for p in range(P):
-                acc += phi[p, k] * g(z[p, K + m])
+                acc += phi[p, k] * Y[p, 1 + m]
             out[i] = acc / P
             i += 1
 
 
-def gradient_size(K: int, M: int) -> int:
+@njit(cache=True)
+def terms_size(K: int, M: int) -> int:
     """Length of one support set's (loss, Cbar, Dbar, SQ, SR, wbar)."""
     return 1 + 2 * K * K + 2 * K * M + K
 
@@ -350,7 +350,7 @@ def support_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order
     n_pts, P, _ = fields.shape
     U, S, d = task_basis_maps(u0, task_std, noise, P)
     root = symmetric_root(field_covariance(Q, R, T))
-    size = 1 + 2 * K * K + 2 * K * M + K
+    size = terms_size(K, M)
     rows = n_pts if with_gradients else 0
     grads, grads1 = np.empty((rows, size)), np.empty((rows, size))
     hats = np.empty((rows, K * (K + 1) // 2 + K * M))
@@ -378,7 +378,7 @@ def support_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order
                             grads[i], Zbar, phibar, proj)
             _gradient_terms(Zs[1], Zs[:2], C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order,
                             grads1[i], Zbar, phibar, proj)
-            support_moments(phi, z, K, hats[i])
+            support_moments(phi, Y, M, hats[i])
         if not with_lr2_term:
             continue
         V[:K] = Zs[steps]
@@ -432,6 +432,7 @@ def support_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order
                         for b in range(K):
                             acc += jac[p, k, a] * Gamma[a, b] * jac[p, l, b]
                     SD[k, l] += acc
+    symmetrise_pairs(M4)
     return grads, grads1, hats, M4, M2, SD
 
 
@@ -479,7 +480,7 @@ def drift_vector(loss, G, H, SQ, SR, wbar, Q, R, T) -> np.ndarray:
 @njit(cache=True)
 def drift_map(Q, R, T, K: int, M: int) -> np.ndarray:
     """The matrix of the linear map ``drift_of_terms`` (rows: drift components)."""
-    size = 1 + 2 * K * K + 2 * K * M + K
+    size = terms_size(K, M)
     unit = np.zeros(size)
     first = drift_of_terms(unit, Q, R, T, K, M)
     L = np.empty((first.shape[0], size))

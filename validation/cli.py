@@ -62,6 +62,7 @@ from theory.trajectory import (
     DIVERGED,
     INTERRUPTED,
     RUN_RECORD,
+    SUCCESS,
     Trajectory,
     metatest_problem,
     write_csv,
@@ -355,7 +356,8 @@ def _solve(config: Config, session: Session) -> tuple[Trajectory, float]:
         theory = solve(system, stop=session.stop)
     if theory.monte_carlo:
         session.record["monte_carlo"] = theory.monte_carlo
-        if "warning" in theory.monte_carlo:
+        # a failed run says only why it failed (one line); its record keeps the warning
+        if "warning" in theory.monte_carlo and theory.status == SUCCESS:
             print(f"metaode: warning: {theory.monte_carlo['warning']}", file=sys.stderr)
     return theory, time.perf_counter() - start
 
