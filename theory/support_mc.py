@@ -53,6 +53,7 @@ from scipy.stats import qmc
 from theory.activation import g, g_prime
 from theory.anil import chain_to_overlaps, meta_loss
 from theory.fields import add_fourth_moments, field_covariance, symmetrise_pairs
+from theory.state import pack
 
 #: Largest permutation group whose images complete every sample point (K! beyond: the cyclic shifts
 #: of the student units; the teacher part is dropped when the product would exceed it).
@@ -457,23 +458,13 @@ def drift_of_terms(terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarray:
 
 @njit(cache=True)
 def drift_vector(loss, G, H, SQ, SR, wbar, Q, R, T) -> np.ndarray:
-    """(loss, X + X^T upper triangle, 2 G R + H T + SR, wbar), X = 2 G Q + H R^T + SQ."""
-    K, M = R.shape
+    """(loss, X + X^T, 2 G R + H T + SR, wbar) with X = 2 G Q + H R^T + SQ, the last three in the
+    layout of the state (``theory.state.pack``)."""
     X = 2.0 * G @ Q + H @ R.T + SQ
-    XX = X + X.T
-    dR = 2.0 * G @ R + H @ T + SR
-    out = np.empty(1 + K * (K + 1) // 2 + K * M + K)
+    state = pack(X + X.T, 2.0 * G @ R + H @ T + SR, wbar)
+    out = np.empty(1 + state.shape[0])
     out[0] = loss
-    i = 1
-    for k in range(K):
-        for l in range(k, K):
-            out[i] = XX[k, l]
-            i += 1
-    for k in range(K):
-        for m in range(M):
-            out[i] = dR[k, m]
-            i += 1
-    out[i:] = wbar
+    out[1:] = state
     return out
 
 
