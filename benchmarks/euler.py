@@ -11,8 +11,7 @@ error control, which is why ``solvers.integrate`` uses an adaptive Runge-Kutta m
 from __future__ import annotations
 
 import numpy as np
-
-from theory.system import ODESystem
+from metaode.theory.system import ODESystem
 
 
 def euler(system: ODESystem, times: np.ndarray, dt: float = 0.01) -> np.ndarray:

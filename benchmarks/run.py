@@ -24,13 +24,13 @@ from pathlib import Path
 import numba
 import numpy as np
 import scipy
+from metaode.simulations.run import simulate
+from metaode.solvers.integrate import solve
+from metaode.theory.system import build_system
+from metaode.validation.cli import load_config
 
 from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
 from benchmarks.euler import euler
-from simulations.run import simulate
-from solvers.integrate import solve
-from theory.system import build_system
-from validation.cli import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -282,7 +282,7 @@ def parallel_rows() -> list[dict[str, str]]:
 def cold_start_rows() -> list[dict[str, str]]:
     rows = []
     for label, modules in (("import theory, solvers, simulations, validation", PACKAGES),
-                           ("import theory.system, solvers.integrate, simulations.run, "
+                           ("import metaode.theory.system, solvers.integrate, simulations.run, "
                             "validation.cli (all the command line loads)", EVERYTHING)):
         times = [child("import", modules)["import"] for _ in range(IMPORT_RUNS)]
         rows.append(row("cold start", label, ms(statistics.median(times)), "<= 1 s",
@@ -313,7 +313,7 @@ def sweep_rows() -> list[dict[str, str]]:
     """Points per second of ``solvers.sweep.sweep`` with 1 and 2 processes, alternately in ROUNDS
     rounds: as the first sweep of a fresh process (``benchmarks.child sweep``, what ``metaode
     sweep`` does) and as a later sweep in this process (a notebook's next sweep)."""
-    from solvers.sweep import parse_axis, sweep
+    from metaode.solvers.sweep import parse_axis, sweep
 
     config = theory_config(2, 2, 1000.0)
     unsuccessful = set()

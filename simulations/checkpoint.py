@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from theory.config import Config, first_difference
-from theory.trajectory import atomic_write
+from metaode.theory.config import Config, first_difference
+from metaode.theory.trajectory import atomic_write
 
 FORMAT = 1
 FOLDER = "checkpoint"

@@ -53,10 +53,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from metaode.simulations.kernels import draw_input, fields, g, g_prime, overlaps
+from metaode.theory.fields import error_blocks
 from numba import njit
-
-from simulations.kernels import draw_input, fields, g, g_prime, overlaps
-from theory.fields import error_blocks
 
 
 @njit(cache=True)

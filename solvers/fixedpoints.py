@@ -25,10 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from theory.jacobian import jacobian
-from theory.state import pack, state_size
-from theory.system import ODESystem
+from metaode.theory.jacobian import jacobian
+from metaode.theory.state import pack, state_size
+from metaode.theory.system import ODESystem
 
 #: Armijo sufficient-decrease constant and the smallest step fraction of the line search.
 ARMIJO, MIN_STEP = 1e-4, 2.0**-30

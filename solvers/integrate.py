@@ -17,12 +17,11 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
+from metaode.theory.metatest import metatest_curve
+from metaode.theory.state import column_names
+from metaode.theory.system import ODESystem, non_finite
+from metaode.theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 from scipy import integrate
-
-from theory.metatest import metatest_curve
-from theory.state import column_names
-from theory.system import ODESystem, non_finite
-from theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 
 _METHODS = {
     "DOP853": integrate.DOP853,

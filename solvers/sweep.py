@@ -60,14 +60,13 @@ from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
+from metaode.solvers.integrate import solve
+from metaode.solvers.plateau import measure_plateau
+from metaode.theory.config import SCHEMA, Config, ConfigError, first_difference
+from metaode.theory.processes import worker_context
+from metaode.theory.system import build_system
+from metaode.theory.trajectory import DIVERGED, Trajectory, atomic_write_text
 from tqdm import tqdm
-
-from solvers.integrate import solve
-from solvers.plateau import measure_plateau
-from theory.config import SCHEMA, Config, ConfigError, first_difference
-from theory.processes import worker_context
-from theory.system import build_system
-from theory.trajectory import DIVERGED, Trajectory, atomic_write_text
 
 JOURNAL = "sweep.journal.jsonl"
 CSV_NAME = "sweep.csv"

@@ -27,9 +27,8 @@ import hypothesis  # noqa: E402
 import test_fuzz_cli as fuzz  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from theory.trajectory import git_revision, package_versions  # noqa: E402
-from validation.cli import main  # noqa: E402
+from metaode.theory.trajectory import git_revision, package_versions  # noqa: E402
+from metaode.validation.cli import main  # noqa: E402
 
 
 class CountingRunner:

@@ -13,12 +13,11 @@ import math
 
 import numpy as np
 import pytest
+from metaode.simulations.anil import anil_population_steps
+from metaode.simulations.networks import networks_with_overlaps
+from metaode.theory.anil import inner_loop
+from metaode.theory.fields import error_blocks, task_basis
 from scipy.special import erf
-
-from simulations.anil import anil_population_steps
-from simulations.networks import networks_with_overlaps
-from theory.anil import inner_loop
-from theory.fields import error_blocks, task_basis
 
 N, K, M = 40, 2, 2
 QUERY, META_BATCH = 2, 2

@@ -21,19 +21,18 @@ import sys
 import time
 from pathlib import Path
 
+import metaode.simulations.run
+import metaode.validation.cli
 import numpy as np
 import pytest
+from metaode.simulations.checkpoint import CheckpointError, Checkpoints, SeedState, StopRequest
+from metaode.simulations.run import simulate
+from metaode.solvers.integrate import solve
+from metaode.theory.config import Config
+from metaode.theory.system import build_system
+from metaode.theory.trajectory import INTERRUPTED, SUCCESS
+from metaode.validation.cli import main
 from states import SHORT_ANIL_TOML, one_line
-
-import simulations.run
-import validation.cli
-from simulations.checkpoint import CheckpointError, Checkpoints, SeedState, StopRequest
-from simulations.run import simulate
-from solvers.integrate import solve
-from theory.config import Config
-from theory.system import build_system
-from theory.trajectory import INTERRUPTED, SUCCESS
-from validation.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "validation" / "default.toml"
@@ -80,7 +79,7 @@ def test_interrupted_and_resumed_is_identical(case, tmp_path, monkeypatch):
     trajectories equal the uninterrupted ones exactly, for every algorithm."""
     # 32 steps per chunk at N = 2000, K + M = 4 (8 with a support set of 3): ~12 chunks per
     # record interval
-    monkeypatch.setattr(simulations.run, "CHUNK_WORK", 2**18)
+    monkeypatch.setattr(metaode.simulations.run, "CHUNK_WORK", 2**18)
     alpha_max = 0.5 if case in ("anil-P", "maml") else 2.0
     config = config_of(case, alpha_max)
     seeds = [3, 4]
@@ -152,7 +151,7 @@ def tiny_toml(path: Path, alpha_max: float, seeds: int = 2, every: float = 1e-9)
 
 
 def start(argv: list[str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "validation.cli", *argv], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "metaode.validation.cli", *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -277,7 +276,7 @@ def test_finished_run_resumes_without_work_and_other_config_is_refused(reference
     with monkeypatch.context() as patch:
         for name in ("networks_with_overlaps", "sgd_steps", "anil_population_steps",
                      "fewshot_steps"):
-            patch.setattr(simulations.run, name, no_work)
+            patch.setattr(metaode.simulations.run, name, no_work)
         assert main(["simulate", str(config), "--out", str(out), "--quiet", "--resume",
                      "--workers", "1"]) == 0
     outputs_equal(out, ref)
@@ -298,7 +297,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     """SIGINT during the imports of the console script (``validation.entry``): one line, status
     130, nothing written. The signal is sent 0.1 s after the process reports it is about to import
     the command line, which takes >= 0.4 s (numpy, scipy, numba, matplotlib)."""
-    code = ("import sys; print('ready', flush=True); from validation.entry import main; "
+    code = ("import sys; print('ready', flush=True); from metaode.validation.entry import main; "
             "sys.exit(main())")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-c", code, "solve", "missing.toml", "--out",
@@ -372,7 +371,7 @@ def test_interrupted_integration_keeps_its_records(tmp_path, capsys, monkeypatch
                 self.request(signal.SIGINT)
             return super().__call__()
 
-    monkeypatch.setattr(validation.cli, "StopRequest", Signalled)
+    monkeypatch.setattr(metaode.validation.cli, "StopRequest", Signalled)
     out = tmp_path / "out"
     assert main(["solve", str(DEFAULT), "--out", str(out)]) == 130
     line = capsys.readouterr().err.strip()

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from metaode.theory.state import column_names
+from metaode.theory.trajectory import Trajectory, read_csv
+from metaode.validation.cli import main
+from metaode.validation.compare import compare
 from states import one_line
-
-from theory.state import column_names
-from theory.trajectory import Trajectory, read_csv
-from validation.cli import main
-from validation.compare import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = column_names(2, 2)  # Q_0_0, Q_0_1, Q_1_1, R_0_0, R_0_1, R_1_0, R_1_1, w_0, w_1
@@ -288,8 +287,8 @@ def test_module_entry_point_exit_status_and_stderr(text, argv, status, named, tm
     """A real process: exit status, one line on stderr, no traceback."""
     path = tmp_path / "config.toml"
     path.write_text(text)
-    run = subprocess.run([sys.executable, "-m", "validation.cli", argv[0], str(path), *argv[1:],
-                          "--out", str(tmp_path / "out")],
+    run = subprocess.run([sys.executable, "-m", "metaode.validation.cli", argv[0], str(path),
+                          *argv[1:], "--out", str(tmp_path / "out")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == status, run.stderr
     assert named in one_line(run.stderr)

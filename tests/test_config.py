@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from theory.config import SCHEMA, Config, ConfigError
+from metaode.theory.config import SCHEMA, Config, ConfigError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from theory.system import build_system
-from validation.cli import load_config
-from validation.convergence import convergence_study
-from validation.drift import local_drift_check, rhs_parts
+from metaode.theory.system import build_system
+from metaode.validation.cli import load_config
+from metaode.validation.convergence import convergence_study
+from metaode.validation.drift import local_drift_check, rhs_parts
 
 DEFAULT = load_config(None)
 

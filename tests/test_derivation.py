@@ -14,12 +14,11 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import metaode.theory.erf_kernels as erf_kernels
 import numpy as np
 import pytest
 import sympy as sp
-
-import theory.erf_kernels as erf_kernels
-from theory import derive
+from metaode.theory import derive
 
 c11, c22, c33, c44, c12, c13, c14, c23, c24, c34 = sp.symbols(
     "c11 c22 c33 c44 c12 c13 c14 c23 c24 c34", real=True)
@@ -31,7 +30,7 @@ def test_generated_file_is_current() -> None:
     """theory/erf_kernels.py is exactly what the derivation generates."""
     target = Path(derive.__file__).with_name("erf_kernels.py")
     assert derive.generated_source() == target.read_text(), (
-        "theory/erf_kernels.py is out of date: run `python -m theory.derive`")
+        "theory/erf_kernels.py is out of date: run `python -m metaode.theory.derive`")
 
 
 # --- derived expressions and evaluation points ---------------------------------------------------

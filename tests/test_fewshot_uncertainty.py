@@ -19,22 +19,21 @@ import json
 
 import numpy as np
 import pytest
-from scipy.special import erf
-from states import random_state
-
-from solvers.integrate import controlled_columns, solve
-from theory.config import Config
-from theory.fewshot import four_point_tensor, one_step_loss_and_gradient
-from theory.fields import error_blocks, field_covariance
-from theory.fourpoint import path_rule
-from theory.state import column_names, pack, unpack
-from theory.support_mc import (
+from metaode.solvers.integrate import controlled_columns, solve
+from metaode.theory.config import Config
+from metaode.theory.fewshot import four_point_tensor, one_step_loss_and_gradient
+from metaode.theory.fields import error_blocks, field_covariance
+from metaode.theory.fourpoint import path_rule
+from metaode.theory.state import column_names, pack, unpack
+from metaode.theory.support_mc import (
     support_sample,
     support_terms,
     symmetric_root,
 )
-from theory.system import build_system
-from validation.cli import main
+from metaode.theory.system import build_system
+from metaode.validation.cli import main
+from scipy.special import erf
+from states import random_state
 
 RULE = path_rule()
 

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import math
 
+import metaode.theory.erf_kernels as kernels
 import numpy as np
 import pytest
-from scipy.optimize import brentq
-
-import theory.erf_kernels as kernels
-from solvers.fixedpoints import (
+from metaode.solvers.fixedpoints import (
     asymmetry,
     find_fixed_point,
     specialised_fixed_point,
@@ -38,14 +36,15 @@ from solvers.fixedpoints import (
     symmetric_basis,
     symmetric_plateau,
 )
-from solvers.integrate import solve
-from solvers.plateau import fit_escape_law, measure_plateau, predicted_escape
-from theory.config import Config
-from theory.jacobian import central_difference_jacobian, jacobian, sgd_jacobian
-from theory.sgd import sgd_rhs
-from theory.state import pack, unpack
-from theory.system import build_system
-from theory.trajectory import SUCCESS
+from metaode.solvers.integrate import solve
+from metaode.solvers.plateau import fit_escape_law, measure_plateau, predicted_escape
+from metaode.theory.config import Config
+from metaode.theory.jacobian import central_difference_jacobian, jacobian, sgd_jacobian
+from metaode.theory.sgd import sgd_rhs
+from metaode.theory.state import pack, unpack
+from metaode.theory.system import build_system
+from metaode.theory.trajectory import SUCCESS
+from scipy.optimize import brentq
 
 # --------------------------------------------------------------------------------------------------
 # The exact Jacobian.

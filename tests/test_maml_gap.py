@@ -11,9 +11,8 @@ that does not shrink with N.
 
 import numpy as np
 import pytest
-
-from theory.config import Config
-from validation.maml_gap import maml_anil_gap
+from metaode.theory.config import Config
+from metaode.validation.maml_gap import maml_anil_gap
 
 
 def config(inner_steps: int, P: int) -> Config:

@@ -17,15 +17,14 @@ import re
 
 import numpy as np
 import pytest
-
-from simulations.run import simulate
-from solvers.integrate import solve
-from theory.config import PSD_TOLERANCE, Config, ConfigError
-from theory.sgd import SGDSystem
-from theory.state import unpack
-from theory.system import build_system, state_problem
-from theory.trajectory import DIVERGED, SUCCESS, read_csv
-from validation.cli import main
+from metaode.simulations.run import simulate
+from metaode.solvers.integrate import solve
+from metaode.theory.config import PSD_TOLERANCE, Config, ConfigError
+from metaode.theory.sgd import SGDSystem
+from metaode.theory.state import unpack
+from metaode.theory.system import build_system, state_problem
+from metaode.theory.trajectory import DIVERGED, SUCCESS, read_csv
+from metaode.validation.cli import main
 
 SGD = {
     "teacher": {"M": 2},

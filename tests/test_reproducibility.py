@@ -14,9 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-from theory.config import Config
-from validation.cli import RESULT_PATTERNS, main
+from metaode.theory.config import Config
+from metaode.validation.cli import RESULT_PATTERNS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "validation" / "default.toml"

@@ -20,15 +20,14 @@ import math
 
 import numpy as np
 import pytest
+from metaode.simulations.run import simulate
+from metaode.solvers.fixedpoints import symmetric_plateau
+from metaode.solvers.integrate import solve
+from metaode.theory.config import Config
+from metaode.theory.state import pack, unpack
+from metaode.theory.system import build_system
+from metaode.theory.trajectory import SUCCESS
 from scipy import optimize
-
-from simulations.run import simulate
-from solvers.fixedpoints import symmetric_plateau
-from solvers.integrate import solve
-from theory.config import Config
-from theory.state import pack, unpack
-from theory.system import build_system
-from theory.trajectory import SUCCESS
 
 # --------------------------------------------------------------------------------------------------
 # Saad & Solla: the symmetric plateau of the soft committee machine, K = M = 3.

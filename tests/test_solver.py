@@ -11,13 +11,12 @@ import re
 
 import numpy as np
 import pytest
-
-from solvers.integrate import solve
-from theory.config import Config
-from theory.sgd import SGDSystem
-from theory.state import unpack
-from theory.system import DIVERGENCE_BOUND, build_system
-from theory.trajectory import DIVERGED, SUCCESS
+from metaode.solvers.integrate import solve
+from metaode.theory.config import Config
+from metaode.theory.sgd import SGDSystem
+from metaode.theory.state import unpack
+from metaode.theory.system import DIVERGENCE_BOUND, build_system
+from metaode.theory.trajectory import DIVERGED, SUCCESS
 
 BASE = {
     "teacher": {"M": 2},

@@ -18,14 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import metaode.solvers.sweep
 import numpy as np
 import pytest
-from states import SHORT_ANIL_TOML, one_line
-
-import solvers.sweep
-from solvers.integrate import solve
-from solvers.plateau import measure_plateau
-from solvers.sweep import (
+from metaode.solvers.integrate import solve
+from metaode.solvers.plateau import measure_plateau
+from metaode.solvers.sweep import (
     CSV_NAME,
     JOURNAL,
     Axis,
@@ -37,11 +35,12 @@ from solvers.sweep import (
     point_config,
     sweep,
 )
-from theory.config import Config, ConfigError
-from theory.sgd import SGDSystem
-from theory.system import build_system
-from theory.trajectory import Trajectory
-from validation.cli import main
+from metaode.theory.config import Config, ConfigError
+from metaode.theory.sgd import SGDSystem
+from metaode.theory.system import build_system
+from metaode.theory.trajectory import Trajectory
+from metaode.validation.cli import main
+from states import SHORT_ANIL_TOML, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -257,7 +256,7 @@ def test_resume_after_sigkill(config_path, tmp_path, capsys):
     params = ["--param", "training.inner_lr=0.25:2:8:log", "--param", "training.lr=0.5:2:8"]
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(["sweep", str(config_path), *params, "--out", str(ref), "--quiet"]) == 0
-    argv = [sys.executable, "-m", "validation.cli", "sweep", str(config_path), *params,
+    argv = [sys.executable, "-m", "metaode.validation.cli", "sweep", str(config_path), *params,
             "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / JOURNAL
@@ -345,7 +344,7 @@ def test_diverged_point_is_a_row_and_failed_point_exits_1(tmp_path, capsys, monk
             raise FloatingPointError("boom")
         return Runaway(cfg)
 
-    monkeypatch.setattr(solvers.sweep, "build_system", build)
+    monkeypatch.setattr(metaode.solvers.sweep, "build_system", build)
     out = tmp_path / "out"
     argv = ["sweep", str(config), "--param", "training.lr=0:1:3", "--out", str(out), "--quiet"]
     assert main(argv) == 1
@@ -361,7 +360,7 @@ def test_diverged_point_is_a_row_and_failed_point_exits_1(tmp_path, capsys, monk
     assert (out / "phase.png").exists()
     journal = (out / JOURNAL).read_bytes().split(b"\n")[1:-1]
     assert sorted(json.loads(e)["index"] for e in journal) == [0, 2]
-    monkeypatch.setattr(solvers.sweep, "build_system", Runaway)
+    monkeypatch.setattr(metaode.solvers.sweep, "build_system", Runaway)
     assert main(argv) == 0  # a diverged point is data, not a failure
     # the retried lr = 0.5 blows up at alpha = 4 < alpha_max = 5
     assert "3 points (1 computed, 2 from the journal), 2 diverged" in capsys.readouterr().out

@@ -32,26 +32,24 @@ solver turns the spread of the independent streams into the trajectory's uncerta
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
-from theory.anil import (
+from metaode.theory.anil import (
     chain_to_overlaps,
     inner_loop,
     meta_gradient,
     meta_loss,
     metatest_errors,
 )
-from theory.config import Config
-from theory.fields import (
+from metaode.theory.config import Config
+from metaode.theory.fields import (
     diffusion_from_moments,
     error_blocks,
     field_covariance,
     signed_i4_tensor,
     task_basis,
 )
-from theory.fourpoint import four_point, pair_i4, path_rule
-from theory.state import unpack
-from theory.support_mc import (
+from metaode.theory.fourpoint import four_point, pair_i4, path_rule
+from metaode.theory.state import unpack
+from metaode.theory.support_mc import (
     SupportSample,
     controlled_mean,
     drift_map,
@@ -59,7 +57,8 @@ from theory.support_mc import (
     support_sample,
     support_terms,
 )
-from theory.system import ODESystem
+from metaode.theory.system import ODESystem
+from numba import njit
 
 _PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
 

@@ -25,9 +25,7 @@ error eps |f| / h are then both ~1e-11 relative to the O(1) derivatives.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
-from theory.erf_kernels import (
+from metaode.theory.erf_kernels import (
     I3,
     I4,
     J2,
@@ -38,9 +36,10 @@ from theory.erf_kernels import (
     dI2_dc12,
     dI2_dc22,
 )
-from theory.fields import field_covariance, i2_matrix
-from theory.state import unpack
-from theory.system import ODESystem
+from metaode.theory.fields import field_covariance, i2_matrix
+from metaode.theory.state import unpack
+from metaode.theory.system import ODESystem
+from numba import njit
 
 #: Relative step of ``central_difference_jacobian`` (~ eps^(1/3), see the module docstring).
 CENTRAL_DIFFERENCE_STEP = 6e-6
@@ -168,7 +167,7 @@ def central_difference_jacobian(system: ODESystem, y: np.ndarray,
 def jacobian(system: ODESystem, y: np.ndarray) -> np.ndarray:
     """df/dy of ``system`` at y: exact for sgd (``sgd_jacobian``), central differences of the exact
     right-hand side for every other system (``central_difference_jacobian``)."""
-    from theory.sgd import SGDSystem
+    from metaode.theory.sgd import SGDSystem
 
     y = np.ascontiguousarray(y, dtype=float)
     if isinstance(system, SGDSystem):

@@ -18,13 +18,12 @@ deterministic head.
 from __future__ import annotations
 
 import numpy as np
+from metaode.theory.config import Config
+from metaode.theory.erf_kernels import I3
+from metaode.theory.fields import diffusion, field_covariance, i2_matrix, population_error
+from metaode.theory.state import pack, unpack
+from metaode.theory.system import ODESystem
 from numba import njit
-
-from theory.config import Config
-from theory.erf_kernels import I3
-from theory.fields import diffusion, field_covariance, i2_matrix, population_error
-from theory.state import pack, unpack
-from theory.system import ODESystem
 
 
 @njit(cache=True)

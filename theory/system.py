@@ -16,11 +16,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+from metaode.theory.config import PSD_TOLERANCE, Config, ConfigError
+from metaode.theory.fields import representation_error, specialisation
+from metaode.theory.state import column_names, pack, unpack
 from numba import njit
-
-from theory.config import PSD_TOLERANCE, Config, ConfigError
-from theory.fields import representation_error, specialisation
-from theory.state import column_names, pack, unpack
 
 #: |entries of y| beyond this mean the dynamics ran away (weights of norm ~1e4 sqrt(N)).
 DIVERGENCE_BOUND = 1e8
@@ -165,15 +164,15 @@ def build_system(config: Config) -> ODESystem:
     """The ODE system of ``config.training.algorithm``."""
     algorithm = config.training.algorithm
     if algorithm == "sgd":
-        from theory.sgd import SGDSystem
+        from metaode.theory.sgd import SGDSystem
 
         return SGDSystem(config)
     if algorithm == "anil" and config.training.support == "population":
-        from theory.anil import ANILSystem
+        from metaode.theory.anil import ANILSystem
 
         return ANILSystem(config)
     if algorithm == "anil":
-        from theory.fewshot import FewShotANILSystem
+        from metaode.theory.fewshot import FewShotANILSystem
 
         return FewShotANILSystem(config)
     raise ConfigError("training.algorithm",

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from theory.state import column_names, unpack
+from metaode.theory.state import column_names, unpack
 
 SUCCESS, DIVERGED, INTERRUPTED = 0, 1, 2
 #: The run record written next to the outputs of every command (``write_run_record``).

@@ -50,15 +50,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-from numba.core.errors import NumbaWarning
-
-from simulations.checkpoint import CheckpointError, Checkpoints, Interrupted, StopRequest
-from simulations.run import simulate
-from solvers.integrate import solve
-from theory.config import Config, ConfigError
-from theory.state import column_names
-from theory.system import build_system
-from theory.trajectory import (
+from metaode.simulations.checkpoint import CheckpointError, Checkpoints, Interrupted, StopRequest
+from metaode.simulations.run import simulate
+from metaode.solvers.integrate import solve
+from metaode.theory.config import Config, ConfigError
+from metaode.theory.state import column_names
+from metaode.theory.system import build_system
+from metaode.theory.trajectory import (
     DIVERGED,
     INTERRUPTED,
     RUN_RECORD,
@@ -69,8 +67,9 @@ from theory.trajectory import (
     write_metatest_csv,
     write_run_record,
 )
-from validation.compare import compare, write_json
-from validation.plots import overlay_figure
+from metaode.validation.compare import compare, write_json
+from metaode.validation.plots import overlay_figure
+from numba.core.errors import NumbaWarning
 
 PROG = "metaode"
 JOURNAL = "sweep.journal.jsonl"  # solvers.sweep.JOURNAL (that module is imported only by sweep)
@@ -505,7 +504,7 @@ def _run_study(config: Config, args: argparse.Namespace, out: Path, session: Ses
     seeds = list(range(sim.seed, sim.seed + sim.seeds))
     progress = not args.quiet
     if args.convergence:
-        from validation.convergence import convergence_figure, convergence_study
+        from metaode.validation.convergence import convergence_figure, convergence_study
 
         result = convergence_study(config, args.convergence, seeds, progress)
         convergence_figure(result, out / "convergence.png")
@@ -514,7 +513,7 @@ def _run_study(config: Config, args: argparse.Namespace, out: Path, session: Ses
         print(f"deviation from the ODE ~ N^{result['slope']:.3f} "
               f"(+- {result['slope_stderr']:.3f}); wrote {out}/convergence.json, .png")
     elif args.maml_gap:
-        from validation.maml_gap import gap_figure, maml_anil_gap
+        from metaode.validation.maml_gap import gap_figure, maml_anil_gap
 
         if config.training.support == "population":
             raise ConfigError("training.support", "--maml-gap needs a finite support set P")
@@ -530,7 +529,7 @@ def _run_study(config: Config, args: argparse.Namespace, out: Path, session: Ses
             print(f"{label}: gap ~ N^{res['slope']:.2f}, at N = {res['N'][-1]}: "
                   f"{res['mean'][-1]:.3g}")
     else:
-        from validation.drift import drift_figure, local_drift_check
+        from metaode.validation.drift import drift_figure, local_drift_check
 
         if args.repeats < 2:
             raise UsageError(f"{PROG} validate: argument --repeats: must be >= 2")
@@ -563,8 +562,8 @@ def _summary(figures: dict, state_columns: list[str]) -> None:
 
 
 def run_sweep(args: argparse.Namespace, session: Session) -> None:
-    from solvers.sweep import JournalError, SchedulerError, parse_axis, sweep
-    from validation.phase import MAIN_COLUMNS, phase_figures
+    from metaode.solvers.sweep import JournalError, SchedulerError, parse_axis, sweep
+    from metaode.validation.phase import MAIN_COLUMNS, phase_figures
 
     axes = []
     for text in args.param:

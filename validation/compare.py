@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from metaode.theory.trajectory import UNCERTAINTY_PREFIX, Trajectory, atomic_write_text
 from scipy.interpolate import CubicSpline
-
-from theory.trajectory import UNCERTAINTY_PREFIX, Trajectory, atomic_write_text
 
 #: Standard errors below ROUNDING * max(1, |theory|) are rounding, not sampling: at alpha = 0 every
 #: seed starts from the same overlaps up to floating point (relative error ~ sqrt(N) 1e-16 <= 1e-12

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from simulations.run import simulate_seed
-from solvers.integrate import solve
-from theory.config import Config
-from theory.system import build_system
-from validation.plots import save_figure
+from metaode.simulations.run import simulate_seed
+from metaode.solvers.integrate import solve
+from metaode.theory.config import Config
+from metaode.theory.system import build_system
+from metaode.validation.plots import save_figure
 
 
 def deviation(theory_states: np.ndarray, theory_alpha: np.ndarray, run_states: np.ndarray,

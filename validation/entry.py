@@ -14,7 +14,7 @@ import sys
 def main() -> int:
     """Import ``validation.cli`` and run its ``main`` on sys.argv; the exit status."""
     try:
-        from validation.cli import main as run
+        from metaode.validation.cli import main as run
     except KeyboardInterrupt:
         print("metaode: interrupted by SIGINT while starting (nothing was written)",
               file=sys.stderr)

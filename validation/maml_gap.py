@@ -19,10 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from simulations.run import simulate_seed
-from theory.config import Config
-from validation.plots import save_figure
+from metaode.simulations.run import simulate_seed
+from metaode.theory.config import Config
+from metaode.validation.plots import save_figure
 
 
 def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],

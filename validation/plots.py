@@ -17,9 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
-from theory.trajectory import Trajectory, atomic_write
-from validation.compare import seed_table
+from metaode.theory.trajectory import Trajectory, atomic_write
+from metaode.validation.compare import seed_table
 
 #: At most this many markers per curve (every record would bury the lines on a long run).
 MAX_MARKERS = 41
