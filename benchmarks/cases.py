@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metaode.theory.config import Config
+from metaode.config import Config
 
 #: anil settings of every anil benchmark: second order, population support, one task per step.
 ANIL_TEACHER = {"task_std": 0.5}

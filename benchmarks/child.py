@@ -46,9 +46,9 @@ def _rss_mb() -> float:
 
 def simulation(algorithm: str, N: int, steps: int, repeats: int) -> dict[str, float]:
     import numpy as np
-    from metaode.simulations.run import make_run
 
     from benchmarks.cases import simulation_config
+    from metaode.simulations.run import make_run
 
     config = simulation_config(algorithm, 1.0)
     make_run(config, 100, np.random.default_rng(1)).advance(10)  # load the compiled kernels
@@ -77,11 +77,10 @@ def first_solve(case: str) -> dict[str, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     from pathlib import Path
 
-    from metaode.solvers.integrate import solve
-    from metaode.theory.config import Config
-    from metaode.theory.system import build_system
-
     from benchmarks.cases import theory_config
+    from metaode.config import Config
+    from metaode.solvers.integrate import solve
+    from metaode.theory.system import build_system
 
     out = {"import": time.perf_counter() - wall, "import_cpu": time.process_time() - cpu}
     if case == "sgd":
@@ -118,10 +117,9 @@ def sweep(workers: int, points: int) -> dict[str, float]:
     import multiprocessing.forkserver
     import tempfile
 
+    from benchmarks.cases import SWEEP_LR, theory_config
     from metaode.solvers.sweep import parse_axis
     from metaode.solvers.sweep import sweep as run_sweep
-
-    from benchmarks.cases import SWEEP_LR, theory_config
 
     axis = parse_axis(f"training.lr={SWEEP_LR}:{points}")
     with tempfile.TemporaryDirectory() as out:

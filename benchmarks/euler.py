@@ -11,6 +11,7 @@ error control, which is why ``solvers.integrate`` uses an adaptive Runge-Kutta m
 from __future__ import annotations
 
 import numpy as np
+
 from metaode.theory.system import ODESystem
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import numba
 import numpy as np
 import scipy
+
+from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
+from benchmarks.euler import euler
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
 from metaode.theory.system import build_system
 from metaode.validation.cli import load_config
-
-from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
-from benchmarks.euler import euler
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
+
 from metaode.simulations.kernels import dot, draw_input, fields, g, g_prime
 from metaode.theory.anil import chain_to_overlaps, inner_loop, inner_loop_vjp
 from metaode.theory.fields import error_blocks, task_basis
-from numba import njit
 
 BLOCK = 2048  # columns of J per pass of ``mix_rows`` (K x 16 kB of buffer, cache-resident)
 

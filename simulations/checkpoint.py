@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from metaode.theory.config import Config, first_difference
-from metaode.theory.trajectory import atomic_write
+
+from metaode.config import Config, first_difference
+from metaode.io import atomic_write
 
 FORMAT = 1
 FOLDER = "checkpoint"

@@ -53,9 +53,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
+
 from metaode.simulations.kernels import draw_input, fields, g, g_prime, overlaps
 from metaode.theory.fields import error_blocks
-from numba import njit
 
 
 @njit(cache=True)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from metaode.theory.activation import g, g_prime  # noqa: F401  (the simulations' activation)
 from numba import njit
+
+from metaode.theory.activation import g, g_prime  # noqa: F401  (the simulations' activation)
 
 
 @njit(cache=True)

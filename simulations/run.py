@@ -33,19 +33,20 @@ from queue import Empty
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from metaode.config import Config, ConfigError
+from metaode.processes import worker_context
 from metaode.simulations.anil import anil_population_steps
 from metaode.simulations.checkpoint import Checkpoints, SeedState
 from metaode.simulations.fewshot import adapted_error_mc, fewshot_steps
 from metaode.simulations.kernels import overlaps
 from metaode.simulations.networks import networks_with_overlaps
 from metaode.simulations.sgd import sgd_steps
-from metaode.theory.config import Config, ConfigError
 from metaode.theory.fields import representation_error, specialisation
 from metaode.theory.metatest import metatest_curve
-from metaode.theory.processes import worker_context
 from metaode.theory.state import pack, state_size
 from metaode.theory.system import build_system, non_finite, runaway, state_problem
-from metaode.theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
+from metaode.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 
 #: Work per chunk of steps, counted as N (K + M) per example (the fields of one input): 2^25 takes
 #: ~25 ms for sgd (K = M = 2), so a stop request is answered within ~0.1 s, while the ~70 us of

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from metaode.simulations.kernels import draw_input, fields, g, g_prime
 from numba import njit
+
+from metaode.simulations.kernels import draw_input, fields, g, g_prime
 
 
 @njit(cache=True)

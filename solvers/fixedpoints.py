@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from metaode.theory.jacobian import jacobian
 from metaode.theory.state import pack, state_size
 from metaode.theory.system import ODESystem

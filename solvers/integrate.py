@@ -17,11 +17,12 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
+from scipy import integrate
+
 from metaode.theory.metatest import metatest_curve
 from metaode.theory.state import column_names
 from metaode.theory.system import ODESystem, non_finite
-from metaode.theory.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
-from scipy import integrate
+from metaode.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
 
 _METHODS = {
     "DOP853": integrate.DOP853,

@@ -9,13 +9,14 @@ minimisation of the adaptation curve otherwise.
 from __future__ import annotations
 
 import numpy as np
-from metaode.theory.config import Config
+from scipy.optimize import minimize_scalar
+
+from metaode.config import Config
 from metaode.theory.fewshot import one_step_test_quadratic
 from metaode.theory.fields import error_blocks
 from metaode.theory.fourpoint import path_rule
 from metaode.theory.metatest import adaptation_curve, support_size
 from metaode.theory.state import unpack
-from scipy.optimize import minimize_scalar
 
 
 def optimal_test_inner_lr(config: Config, y: np.ndarray, support: int | str,

@@ -38,9 +38,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from metaode.solvers.fixedpoints import FixedPoint, Stability, stability, symmetric_plateau
 from metaode.theory.system import ODESystem
-from metaode.theory.trajectory import Trajectory
+from metaode.trajectory import Trajectory
 
 #: Errors below this fraction of the largest are not resolved in ln eps (module docstring).
 RESOLVED = 1e-9

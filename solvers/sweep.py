@@ -60,13 +60,15 @@ from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
+from metaode.config import SCHEMA, Config, ConfigError, first_difference
+from metaode.io import atomic_write_text, strict_json
+from metaode.processes import worker_context
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import measure_plateau
-from metaode.theory.config import SCHEMA, Config, ConfigError, first_difference
-from metaode.theory.processes import worker_context
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import DIVERGED, Trajectory, atomic_write_text
-from tqdm import tqdm
+from metaode.trajectory import DIVERGED, Trajectory
 
 JOURNAL = "sweep.journal.jsonl"
 CSV_NAME = "sweep.csv"
@@ -249,7 +251,7 @@ class Journal:
 
     def __init__(self, path: Path, raw: dict[str, Any], keys: list[str]):
         self.path = path
-        self.header = {"sweep": {"config": _jsonable(raw), "keys": keys}}
+        self.header = {"sweep": {"config": strict_json(raw), "keys": keys}}
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a+b")
         try:
@@ -313,10 +315,6 @@ class Journal:
         self._fh.close()
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def _params_key(keys: list[str], params: dict[str, Any]) -> tuple:
     return tuple(params[k] for k in keys)
 
@@ -337,7 +335,7 @@ def sweep(config: Config, axes: Sequence[Axis], out: str | Path, *, workers: int
     for params in points:
         point_config(config, params)
     keys = [a.key for a in axes]
-    raw = _jsonable(config.raw)
+    raw = strict_json(config.raw)
     start = time.perf_counter()
     journal = Journal(Path(out) / JOURNAL, raw, keys)
     try:

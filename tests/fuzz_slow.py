@@ -27,7 +27,8 @@ import hypothesis  # noqa: E402
 import test_fuzz_cli as fuzz  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from metaode.theory.trajectory import git_revision, package_versions  # noqa: E402
+
+from metaode.io import git_revision, package_versions  # noqa: E402
 from metaode.validation.cli import main  # noqa: E402
 
 

@@ -13,11 +13,12 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import erf
+
 from metaode.simulations.anil import anil_population_steps
 from metaode.simulations.networks import networks_with_overlaps
 from metaode.theory.anil import inner_loop
 from metaode.theory.fields import error_blocks, task_basis
-from scipy.special import erf
 
 N, K, M = 40, 2, 2
 QUERY, META_BATCH = 2, 2

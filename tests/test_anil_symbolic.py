@@ -34,14 +34,15 @@ from functools import cache
 import numpy as np
 import pytest
 import sympy as sp
+from numpy.polynomial.hermite_e import hermegauss
+from states import random_state
+
+from metaode.config import Config
 from metaode.theory.anil import meta_gradient, meta_loss
-from metaode.theory.config import Config
 from metaode.theory.derive import covariance, derive_I2
 from metaode.theory.fields import diffusion, error_blocks, task_basis
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import build_system
-from numpy.polynomial.hermite_e import hermegauss
-from states import random_state
 
 # Both sides evaluate the same closed forms in double precision: sympy's expression tree after
 # common-subexpression elimination, and the Z-form with its reverse pass. Their difference is

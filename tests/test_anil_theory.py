@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from states import random_state
+
+from metaode.config import Config
 from metaode.solvers.integrate import solve
 from metaode.theory.anil import anil_rhs, inner_loop, meta_gradient, meta_loss, metatest_errors
-from metaode.theory.config import Config
 from metaode.theory.fields import error_blocks, representation_error, task_basis
 from metaode.theory.sgd import sgd_rhs
 from metaode.theory.state import pack
 from metaode.theory.system import build_system
-from states import random_state
 
 SHAPES = [(2, 2), (3, 2), (2, 3)]
 # Two routes to the same rhs (sgd: I3 integrals; anil: dI2/dc chain rule of the error) evaluate

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from metaode.config import Config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import SUCCESS, Trajectory
+from metaode.trajectory import SUCCESS, Trajectory
 
 N = 4000
 SEEDS = range(4)

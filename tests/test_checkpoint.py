@@ -21,18 +21,19 @@ import sys
 import time
 from pathlib import Path
 
-import metaode.simulations.run
-import metaode.validation.cli
 import numpy as np
 import pytest
+from states import SHORT_ANIL_TOML, one_line
+
+import metaode.simulations.run
+import metaode.validation.cli
+from metaode.config import Config
 from metaode.simulations.checkpoint import CheckpointError, Checkpoints, SeedState, StopRequest
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import INTERRUPTED, SUCCESS
+from metaode.trajectory import INTERRUPTED, SUCCESS
 from metaode.validation.cli import main
-from states import SHORT_ANIL_TOML, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "validation" / "default.toml"

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from states import one_line
+
+from metaode.io import read_csv
 from metaode.theory.state import column_names
-from metaode.theory.trajectory import Trajectory, read_csv
+from metaode.trajectory import Trajectory
 from metaode.validation.cli import main
 from metaode.validation.compare import compare
-from states import one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = column_names(2, 2)  # Q_0_0, Q_0_1, Q_1_1, R_0_0, R_0_1, R_1_0, R_1_1, w_0, w_1

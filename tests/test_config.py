@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from metaode.theory.config import SCHEMA, Config, ConfigError
+
+from metaode.config import SCHEMA, Config, ConfigError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

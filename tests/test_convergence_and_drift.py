@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from metaode.theory.system import build_system
 from metaode.validation.cli import load_config
 from metaode.validation.convergence import convergence_study

@@ -14,10 +14,11 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import metaode.theory.erf_kernels as erf_kernels
 import numpy as np
 import pytest
 import sympy as sp
+
+import metaode.theory.erf_kernels as erf_kernels
 from metaode.theory import derive
 
 c11, c22, c33, c44, c12, c13, c14, c23, c24, c34 = sp.symbols(

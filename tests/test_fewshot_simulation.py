@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import erf
+
+from metaode.config import Config, ConfigError
 from metaode.simulations.fewshot import (
     adapted_error_mc,
     adapted_overlaps,
@@ -25,8 +28,6 @@ from metaode.simulations.fewshot import (
 from metaode.simulations.networks import networks_with_overlaps
 from metaode.simulations.run import FewShotRun, make_run, record_steps, simulate_seed
 from metaode.theory.anil import metatest_errors
-from metaode.theory.config import Config, ConfigError
-from scipy.special import erf
 
 
 def g(z: np.ndarray) -> np.ndarray:

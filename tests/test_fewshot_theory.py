@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import erf
+from states import random_state
+
+from metaode.config import Config
 from metaode.solvers.metatest import optimal_test_inner_lr
 from metaode.theory.anil import meta_gradient, metatest_errors
-from metaode.theory.config import Config
 from metaode.theory.fewshot import (
     four_point_tensor,
     one_step_loss_and_gradient,
@@ -33,8 +36,6 @@ from metaode.theory.state import pack
 from metaode.theory.support_mc import drift_of_terms, support_sample, support_terms
 from metaode.theory.system import build_system
 from metaode.validation.drift import rhs_parts
-from scipy.special import erf
-from states import random_state
 
 RULE = path_rule()
 TASK_STD, NOISE, INNER_LR, P_SMALL = 0.6, 0.4, 0.8, 3

@@ -19,8 +19,11 @@ import json
 
 import numpy as np
 import pytest
+from scipy.special import erf
+from states import random_state
+
+from metaode.config import Config
 from metaode.solvers.integrate import controlled_columns, solve
-from metaode.theory.config import Config
 from metaode.theory.fewshot import four_point_tensor, one_step_loss_and_gradient
 from metaode.theory.fields import error_blocks, field_covariance
 from metaode.theory.fourpoint import path_rule
@@ -32,8 +35,6 @@ from metaode.theory.support_mc import (
 )
 from metaode.theory.system import build_system
 from metaode.validation.cli import main
-from scipy.special import erf
-from states import random_state
 
 RULE = path_rule()
 

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import math
 
-import metaode.theory.erf_kernels as kernels
 import numpy as np
 import pytest
+from scipy.optimize import brentq
+
+import metaode.theory.erf_kernels as kernels
+from metaode.config import Config
 from metaode.solvers.fixedpoints import (
     asymmetry,
     find_fixed_point,
@@ -38,13 +41,11 @@ from metaode.solvers.fixedpoints import (
 )
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import fit_escape_law, measure_plateau, predicted_escape
-from metaode.theory.config import Config
 from metaode.theory.jacobian import central_difference_jacobian, jacobian, sgd_jacobian
 from metaode.theory.sgd import sgd_rhs
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import SUCCESS
-from scipy.optimize import brentq
+from metaode.trajectory import SUCCESS
 
 # --------------------------------------------------------------------------------------------------
 # The exact Jacobian.

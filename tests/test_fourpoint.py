@@ -23,11 +23,12 @@ import math
 
 import numpy as np
 import pytest
-from metaode.theory.fewshot import four_point_gradient, four_point_tensor
-from metaode.theory.fourpoint import DEFAULT_NODES, four_point, linear_pair, path_rule
 from numba import njit
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
+
+from metaode.theory.fewshot import four_point_gradient, four_point_tensor
+from metaode.theory.fourpoint import DEFAULT_NODES, four_point, linear_pair, path_rule
 
 RULE = path_rule()
 FINE_RULE = path_rule(4 * DEFAULT_NODES)

@@ -35,9 +35,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from metaode.theory.config import SCHEMA, Config, ConfigError
-from metaode.validation.cli import main
 from states import one_line
+
+from metaode.config import SCHEMA, Config, ConfigError
+from metaode.validation.cli import main
 
 #: runs ``metaode`` in-process: argv -> (exit status, what it wrote on stderr)
 Runner = Callable[[list[str]], tuple[int, str]]

@@ -17,10 +17,11 @@ from functools import cache
 
 import numpy as np
 import pytest
-from metaode.theory.erf_kernels import I2, I3, I4, J2, dI2_dc11, dI2_dc12, dI2_dc22
-from metaode.theory.fields import diffusion, field_covariance, population_error
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
+
+from metaode.theory.erf_kernels import I2, I3, I4, J2, dI2_dc11, dI2_dc12, dI2_dc22
+from metaode.theory.fields import diffusion, field_covariance, population_error
 
 SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
 

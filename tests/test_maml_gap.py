@@ -11,7 +11,8 @@ that does not shrink with N.
 
 import numpy as np
 import pytest
-from metaode.theory.config import Config
+
+from metaode.config import Config
 from metaode.validation.maml_gap import maml_anil_gap
 
 

@@ -17,13 +17,15 @@ import re
 
 import numpy as np
 import pytest
+
+from metaode.config import PSD_TOLERANCE, Config, ConfigError
+from metaode.io import read_csv
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.theory.sgd import SGDSystem
 from metaode.theory.state import unpack
 from metaode.theory.system import build_system, state_problem
-from metaode.theory.trajectory import DIVERGED, SUCCESS, read_csv
+from metaode.trajectory import DIVERGED, SUCCESS
 from metaode.validation.cli import main
 
 SGD = {

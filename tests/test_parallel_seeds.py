@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from metaode.config import Config
 from metaode.simulations.run import simulate, simulate_seed
-from metaode.theory.config import Config
 
 CASES = {
     "sgd": ({"teacher": {"M": 2, "noise": 0.3}, "student": {"K": 2},

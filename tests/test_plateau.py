@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from metaode.config import Config
 from metaode.solvers.fixedpoints import find_fixed_point, stability, symmetric_plateau
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import measure_plateau, plateau_saddle
-from metaode.theory.config import Config
 from metaode.theory.state import state_size
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import SUCCESS, Trajectory
+from metaode.trajectory import SUCCESS, Trajectory
 
 DEFAULT = Path(__file__).resolve().parents[1] / "validation" / "default.toml"
 

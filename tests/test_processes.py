@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from metaode.theory.processes import ONE_THREAD, worker_context
+from metaode.processes import ONE_THREAD, worker_context
 
 
 def test_workers_run_with_one_thread_and_the_caller_keeps_its_environment(monkeypatch):

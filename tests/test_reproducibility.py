@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from metaode.theory.config import Config
+
+from metaode.config import Config
 from metaode.validation.cli import RESULT_PATTERNS, main
 
 ROOT = Path(__file__).resolve().parents[1]

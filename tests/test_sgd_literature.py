@@ -20,14 +20,15 @@ import math
 
 import numpy as np
 import pytest
+from scipy import optimize
+
+from metaode.config import Config
 from metaode.simulations.run import simulate
 from metaode.solvers.fixedpoints import symmetric_plateau
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import SUCCESS
-from scipy import optimize
+from metaode.trajectory import SUCCESS
 
 # --------------------------------------------------------------------------------------------------
 # Saad & Solla: the symmetric plateau of the soft committee machine, K = M = 3.

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
+
+from metaode.config import Config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import SUCCESS, Trajectory
-from scipy import stats
+from metaode.trajectory import SUCCESS, Trajectory
 
 # Probability that a correct theory fails one comparison (all points together, Bonferroni).
 FALSE_ALARM = 1e-3

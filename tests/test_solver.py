@@ -11,12 +11,13 @@ import re
 
 import numpy as np
 import pytest
+
+from metaode.config import Config
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config
 from metaode.theory.sgd import SGDSystem
 from metaode.theory.state import unpack
 from metaode.theory.system import DIVERGENCE_BOUND, build_system
-from metaode.theory.trajectory import DIVERGED, SUCCESS
+from metaode.trajectory import DIVERGED, SUCCESS
 
 BASE = {
     "teacher": {"M": 2},

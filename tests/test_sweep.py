@@ -18,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import metaode.solvers.sweep
 import numpy as np
 import pytest
+from states import SHORT_ANIL_TOML, one_line
+
+import metaode.solvers.sweep
+from metaode.config import Config, ConfigError
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import measure_plateau
 from metaode.solvers.sweep import (
@@ -35,12 +38,10 @@ from metaode.solvers.sweep import (
     point_config,
     sweep,
 )
-from metaode.theory.config import Config, ConfigError
 from metaode.theory.sgd import SGDSystem
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import Trajectory
+from metaode.trajectory import Trajectory
 from metaode.validation.cli import main
-from states import SHORT_ANIL_TOML, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,12 +33,13 @@ mean (Z e_0, u0) and covariance task_std^2 V V^T, V = [Z_{:,1:}; I_M].
 from __future__ import annotations
 
 import numpy as np
-from metaode.theory.config import Config
+from numba import njit
+
+from metaode.config import Config
 from metaode.theory.erf_kernels import dI2_dc11, dI2_dc12, dI2_dc22
 from metaode.theory.fields import diffusion, error_blocks, field_covariance, task_basis
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import ODESystem
-from numba import njit
 
 
 @njit(cache=True)

@@ -32,6 +32,9 @@ solver turns the spread of the independent streams into the trajectory's uncerta
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
+from metaode.config import Config
 from metaode.theory.anil import (
     chain_to_overlaps,
     inner_loop,
@@ -39,7 +42,6 @@ from metaode.theory.anil import (
     meta_loss,
     metatest_errors,
 )
-from metaode.theory.config import Config
 from metaode.theory.fields import (
     diffusion_from_moments,
     error_blocks,
@@ -58,7 +60,6 @@ from metaode.theory.support_mc import (
     support_terms,
 )
 from metaode.theory.system import ODESystem
-from numba import njit
 
 _PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
 

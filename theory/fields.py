@@ -9,8 +9,9 @@ Delta = yhat - y = sum_a c_a g(z_a) - noise zeta.
 from __future__ import annotations
 
 import numpy as np
-from metaode.theory.erf_kernels import I2, I4, J2
 from numba import njit
+
+from metaode.theory.erf_kernels import I2, I4, J2
 
 
 @njit(cache=True)

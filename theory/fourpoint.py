@@ -20,8 +20,9 @@ quadrature in s converges geometrically (``tests/test_fourpoint.py`` measures it
 from __future__ import annotations
 
 import numpy as np
-from metaode.theory.erf_kernels import I4
 from numba import njit
+
+from metaode.theory.erf_kernels import I4
 
 #: Gauss-Legendre nodes on s in [0, 1] used by default (near machine precision, see the tests).
 DEFAULT_NODES = 32

@@ -25,6 +25,8 @@ error eps |f| / h are then both ~1e-11 relative to the O(1) derivatives.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
 from metaode.theory.erf_kernels import (
     I3,
     I4,
@@ -39,7 +41,6 @@ from metaode.theory.erf_kernels import (
 from metaode.theory.fields import field_covariance, i2_matrix
 from metaode.theory.state import unpack
 from metaode.theory.system import ODESystem
-from numba import njit
 
 #: Relative step of ``central_difference_jacobian`` (~ eps^(1/3), see the module docstring).
 CENTRAL_DIFFERENCE_STEP = 6e-6

@@ -16,8 +16,9 @@ overlaps); ``adaptation_curve`` takes the support, S and the inner learning rate
 from __future__ import annotations
 
 import numpy as np
+
+from metaode.config import Config, ConfigError
 from metaode.theory.anil import metatest_errors
-from metaode.theory.config import Config, ConfigError
 from metaode.theory.fields import error_blocks
 from metaode.theory.state import unpack
 from metaode.theory.support_mc import adaptation_errors, support_sample

@@ -18,12 +18,13 @@ deterministic head.
 from __future__ import annotations
 
 import numpy as np
-from metaode.theory.config import Config
+from numba import njit
+
+from metaode.config import Config
 from metaode.theory.erf_kernels import I3
 from metaode.theory.fields import diffusion, field_covariance, i2_matrix, population_error
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import ODESystem
-from numba import njit
 
 
 @njit(cache=True)

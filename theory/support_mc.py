@@ -46,13 +46,14 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+from scipy.special import ndtri
+from scipy.stats import qmc
+
 from metaode.theory.activation import g, g_prime
 from metaode.theory.anil import chain_to_overlaps, meta_loss
 from metaode.theory.fields import add_fourth_moments, field_covariance, symmetrise_pairs
 from metaode.theory.state import pack
-from numba import njit
-from scipy.special import ndtri
-from scipy.stats import qmc
 
 #: Largest permutation group whose images complete every sample point (K! beyond: the cyclic shifts
 #: of the student units; the teacher part is dropped when the product would exceed it).

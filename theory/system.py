@@ -16,10 +16,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
-from metaode.theory.config import PSD_TOLERANCE, Config, ConfigError
+from numba import njit
+
+from metaode.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.theory.fields import representation_error, specialisation
 from metaode.theory.state import column_names, pack, unpack
-from numba import njit
 
 #: |entries of y| beyond this mean the dynamics ran away (weights of norm ~1e4 sqrt(N)).
 DIVERGENCE_BOUND = 1e8

@@ -50,26 +50,18 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+from numba.core.errors import NumbaWarning
+
+from metaode.config import Config, ConfigError
+from metaode.io import RUN_RECORD, write_csv, write_json, write_metatest_csv, write_run_record
 from metaode.simulations.checkpoint import CheckpointError, Checkpoints, Interrupted, StopRequest
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config, ConfigError
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
-from metaode.theory.trajectory import (
-    DIVERGED,
-    INTERRUPTED,
-    RUN_RECORD,
-    SUCCESS,
-    Trajectory,
-    metatest_problem,
-    write_csv,
-    write_metatest_csv,
-    write_run_record,
-)
-from metaode.validation.compare import compare, write_json
+from metaode.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_problem
+from metaode.validation.compare import compare
 from metaode.validation.plots import overlay_figure
-from numba.core.errors import NumbaWarning
 
 PROG = "metaode"
 JOURNAL = "sweep.journal.jsonl"  # solvers.sweep.JOURNAL (that module is imported only by sweep)
@@ -263,7 +255,7 @@ def _float_list(text: str) -> list[float]:
 def load_config(path: Path | None) -> Config:
     """The config at ``path``, or the built-in default experiment (validation/default.toml)."""
     if path is None:
-        with resources.as_file(resources.files("validation") / "default.toml") as default:
+        with resources.as_file(resources.files("metaode.validation") / "default.toml") as default:
             return Config.from_toml(default)
     return Config.from_toml(path)
 

@@ -22,14 +22,13 @@ record spacing h). As N grows, d_i -> 0 like (S N)^-1/2 (fluctuations) plus O(1/
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from metaode.theory.trajectory import UNCERTAINTY_PREFIX, Trajectory, atomic_write_text
 from scipy.interpolate import CubicSpline
+
+from metaode.trajectory import UNCERTAINTY_PREFIX, Trajectory
 
 #: Standard errors below ROUNDING * max(1, |theory|) are rounding, not sampling: at alpha = 0 every
 #: seed starts from the same overlaps up to floating point (relative error ~ sqrt(N) 1e-16 <= 1e-12
@@ -134,23 +133,3 @@ def compare(theory: Trajectory, sims: list[Trajectory], N: int | None = None) ->
         "alpha": alpha.tolist(),
         "columns": columns,
     }
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite_or_none(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` (e.g. the figures of ``compare``) as JSON, atomically."""
-    atomic_write_text(path, json.dumps(_finite_or_none(data), indent=1, allow_nan=False) + "\n")

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from metaode.config import Config
 from metaode.simulations.run import simulate_seed
 from metaode.solvers.integrate import solve
-from metaode.theory.config import Config
 from metaode.theory.system import build_system
 from metaode.validation.plots import save_figure
 

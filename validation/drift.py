@@ -19,13 +19,14 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from metaode.config import Config
 from metaode.simulations.kernels import overlaps
 from metaode.simulations.run import make_run
-from metaode.theory.config import Config
 from metaode.theory.state import column_names, pack
 from metaode.theory.system import build_system
 from metaode.validation.plots import save_figure
-from tqdm.auto import tqdm
 
 
 def rhs_parts(config: Config, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

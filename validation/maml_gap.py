@@ -19,8 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from metaode.config import Config
 from metaode.simulations.run import simulate_seed
-from metaode.theory.config import Config
 from metaode.validation.plots import save_figure
 
 

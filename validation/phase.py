@@ -25,8 +25,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
+
+from metaode.io import atomic_write
 from metaode.solvers.sweep import Axis
-from metaode.theory.trajectory import atomic_write
 from metaode.validation.plots import save_figure
 
 #: The columns drawn by ``phase_figures`` (``metaode sweep``), the first one also as phase.png.

@@ -17,7 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from metaode.theory.trajectory import Trajectory, atomic_write
+
+from metaode.io import atomic_write
+from metaode.trajectory import Trajectory
 from metaode.validation.compare import seed_table
 
 #: At most this many markers per curve (every record would bury the lines on a long run).

@@ -1,9 +1,7 @@
-"""The trajectory type shared by theory and simulation, and its CSV form (INTERFACE.md).
+"""Files: atomic writes, the CSV form of trajectories, strict JSON and the run record.
 
-A trajectory holds the recorded meta-times alpha, the state y = (Q, R, w) at each of them
-(theory.state layout) and the observables computed from the state (``error``,
-``error_before_adaptation`` and any extra columns). Theory and simulation both produce it, so the
-validation layer compares like with like.
+Every result file is written atomically (``atomic_write``): an interrupted run leaves the old
+file or none, never a truncated one.
 """
 
 from __future__ import annotations
@@ -16,79 +14,19 @@ import platform
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from metaode.theory.state import column_names, unpack
 
-SUCCESS, DIVERGED, INTERRUPTED = 0, 1, 2
+from metaode.theory.state import column_names
+from metaode.trajectory import UNCERTAINTY_PREFIX, Trajectory, finite_length
+
 #: The run record written next to the outputs of every command (``write_run_record``).
 RUN_RECORD = "run.json"
 #: Packages whose versions a run record lists (with python and metaode itself).
 RECORDED_PACKAGES = ("numpy", "scipy", "numba", "sympy", "metaode")
-#: CSV columns of a trajectory's Monte Carlo uncertainty are named prefix + column.
-UNCERTAINTY_PREFIX = "mc_err_"
-
-
-@dataclass
-class Trajectory:
-    """Recorded meta-times, states and observables of one run (one seed for a simulation).
-
-    ``metatest`` maps a meta-time alpha to the meta-test curve there (error after 0..S test
-    adaptation steps). ``status`` is SUCCESS, DIVERGED (then ``message`` says at which alpha and
-    why and the arrays stop at the last good record) or INTERRUPTED (stopped on request, e.g. by
-    SIGINT; the arrays hold the records reached); ``nfev`` counts right-hand-side evaluations
-    (theory) or steps (simulation). A theory whose right-hand side is a Monte Carlo estimate
-    carries ``uncertainty``: for a column c, the standard error of c along the trajectory
-    (CSV column ``mc_err_<c>``), and ``monte_carlo``: the budget used and whether ``theory.mc_rtol``
-    was met (``solvers.integrate.solve``).
-    """
-
-    alpha: np.ndarray
-    states: np.ndarray
-    K: int
-    M: int
-    observables: dict[str, np.ndarray] = field(default_factory=dict)
-    status: int = SUCCESS
-    message: str = ""
-    nfev: int = 0
-    seed: int | None = None
-    metatest: dict[float, np.ndarray] = field(default_factory=dict)
-    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
-    monte_carlo: dict[str, Any] = field(default_factory=dict)
-
-    def order_parameters(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Q, R, w) at record i."""
-        return unpack(self.states[i], self.K, self.M)
-
-    @property
-    def error(self) -> np.ndarray:
-        return self.observables["error"]
-
-    def column(self, name: str) -> np.ndarray:
-        """Any CSV column by name: alpha, an observable or a state entry such as ``R_0_1``."""
-        if name == "alpha":
-            return self.alpha
-        if name in self.observables:
-            return self.observables[name]
-        if name.startswith(UNCERTAINTY_PREFIX) and name[len(UNCERTAINTY_PREFIX):] in \
-                self.uncertainty:
-            return self.uncertainty[name[len(UNCERTAINTY_PREFIX):]]
-        names = column_names(self.K, self.M)
-        if name in names:
-            return self.states[:, names.index(name)]
-        raise KeyError(f"no column {name!r}")
-
-    def columns(self) -> list[str]:
-        """CSV header: alpha, error, error_before_adaptation, other observables, the state, then
-        the uncertainties ``mc_err_<name>`` (Monte Carlo theory)."""
-        first = ["error", "error_before_adaptation"]
-        extra = [k for k in self.observables if k not in first]
-        return ["alpha", *first, *extra, *column_names(self.K, self.M),
-                *[UNCERTAINTY_PREFIX + k for k in self.uncertainty]]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -166,14 +104,6 @@ def read_csv(path: str | Path, K: int, M: int) -> list[Trajectory]:
     return runs
 
 
-def metatest_curves(alpha: np.ndarray, states: np.ndarray, at: np.ndarray,
-                    curve) -> dict[float, np.ndarray]:
-    """{alpha: curve(state)} for the recorded alphas that are in ``at``."""
-    wanted = set(np.asarray(at, dtype=float).tolist())
-    return {float(a): np.asarray(curve(y)) for a, y in zip(alpha, states, strict=True)
-            if float(a) in wanted}
-
-
 def write_metatest_csv(path: str | Path, runs: list[Trajectory]) -> None:
     """metatest.csv: columns (seed,) alpha, steps, error — one row per adaptation step; a curve
     that stops being finite (a test adaptation that diverges) is written up to there
@@ -184,26 +114,9 @@ def write_metatest_csv(path: str | Path, runs: list[Trajectory]) -> None:
     writer.writerow((["seed"] if with_seed else []) + ["alpha", "steps", "error"])
     for run in runs:
         for a, curve in run.metatest.items():
-            for r, err in enumerate(curve[: _finite_length(curve)]):
+            for r, err in enumerate(curve[: finite_length(curve)]):
                 writer.writerow(([run.seed] if with_seed else []) + [repr(a), r, repr(float(err))])
     atomic_write_text(path, buf.getvalue())
-
-
-def _finite_length(curve: np.ndarray) -> int:
-    bad = np.flatnonzero(~np.isfinite(curve))
-    return int(bad[0]) if bad.size else len(curve)
-
-
-def metatest_problem(runs: list[Trajectory]) -> str:
-    """Where a meta-test curve of ``runs`` stops being finite ('' if none does)."""
-    for run in runs:
-        for a, curve in run.metatest.items():
-            n = _finite_length(curve)
-            if n < len(curve):
-                who = "" if run.seed is None else f"seed {run.seed}: "
-                return (f"{who}the meta-test curve at alpha = {a:g} is not finite from "
-                        f"{n} test adaptation steps on")
-    return ""
 
 
 def package_versions() -> dict[str, str]:
@@ -243,20 +156,26 @@ def write_run_record(folder: str | Path, record: dict[str, Any]) -> Path:
     data = {**record, "versions": package_versions(), "git": git_revision(),
             "platform": platform.platform()}
     path = Path(folder) / RUN_RECORD
-    atomic_write_text(path, json.dumps(_strict(data), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(strict_json(data), indent=1, allow_nan=False) + "\n")
     return path
 
 
-def _strict(value: Any) -> Any:
-    """``value`` as strict JSON: numpy scalars and arrays to Python, NaN and +-inf to None."""
+def strict_json(value: Any) -> Any:
+    """``value`` as strict JSON, the one sanitiser of every JSON file metaode writes: numpy scalars
+    and arrays to Python, NaN and +-inf to None."""
     if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
+        return {str(k): strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
+        return [strict_json(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _strict(value.tolist())
+        return strict_json(value.tolist())
     if isinstance(value, np.generic):
-        return _strict(value.item())
+        return strict_json(value.item())
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` (e.g. the figures of ``compare``) as strict JSON, atomically."""
+    atomic_write_text(path, json.dumps(strict_json(data), indent=1, allow_nan=False) + "\n")
