@@ -27,10 +27,10 @@ import scipy
 
 from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
 from benchmarks.euler import euler
+from metaode.config import load_config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
 from metaode.theory.system import build_system
-from metaode.validation.cli import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -47,7 +47,7 @@ ROUNDS = 3  # of the alternating 1- and 2-process measurements (parallel seeds, 
 SPIN = 3 * 10**7  # iterations of the pure-Python loop of ``core_rows`` (~1.5 s)
 IMPORT_RUNS = 7
 PACKAGES = "theory,solvers,simulations,validation"
-EVERYTHING = "theory.system,solvers.integrate,simulations.run,validation.cli"
+EVERYTHING = "theory.system,solvers.integrate,simulations.run,metaode.cli.program"
 SWEEP_POINTS = 400  # sgd K = M = 2 to alpha = 1000 at lr = SWEEP_LR
 
 
@@ -283,7 +283,7 @@ def cold_start_rows() -> list[dict[str, str]]:
     rows = []
     for label, modules in (("import theory, solvers, simulations, validation", PACKAGES),
                            ("import metaode.theory.system, solvers.integrate, simulations.run, "
-                            "validation.cli (all the command line loads)", EVERYTHING)):
+                            "cli.program (all the command line loads)", EVERYTHING)):
         times = [child("import", modules)["import"] for _ in range(IMPORT_RUNS)]
         rows.append(row("cold start", label, ms(statistics.median(times)), "<= 1 s",
                         f"{statistics.median(times):.2f} of target",

@@ -4,9 +4,10 @@ The schema below is the single source of truth for every key, its type, its defa
 range and its documentation (the README's table is generated from it by ``Config.describe``).
 An unknown key, a wrong type, a value out of range or an inconsistent shape raises
 ``ConfigError`` whose message starts with the dotted key (``training.lr: ...``).
+``load_config`` reads an experiment file, or the built-in experiment (validation/default.toml).
 
-Notation is that of MODEL.md: teacher (B, u0) with M hidden units and T = B B^T / N, student (J, w)
-with K hidden units, order parameters Q = J J^T / N, R = J B^T / N.
+Notation is that of docs/model.md §1: teacher (B, u0) with M hidden units and T = B B^T / N,
+student (J, w) with K hidden units, order parameters Q = J J^T / N, R = J B^T / N.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from metaode.theory import activations as registered
 
 ALGORITHMS = ("sgd", "anil", "maml")
 ORDERS = ("first", "second")
@@ -44,7 +48,7 @@ class ConfigError(ValueError):
 class Key:
     """One config key: its kind, default and the check of its value."""
 
-    kind: str  # "int", "float", "str", "vector", "matrix", "support"
+    kind: str  # "int", "float", "str", "vector", "matrix", "support", "activation"
     default: Any
     doc: str
     low: float | None = None
@@ -60,6 +64,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "task_std": Key("float", 0.0, "std of each task head around u0; 0 = a single task", 0, 100),
         "noise": Key("float", 0.0, "std of the label noise", 0, 100),
         "T": Key("matrix", None, "teacher overlaps B B^T / N, M x M (default: identity)"),
+        "activation": Key("activation", "erf", "activation g of the teacher's hidden units "
+                          "(a registered name: erf)"),
     },
     "student": {
         "K": Key("int", 2, "hidden units of the student", 1, 64),
@@ -72,6 +78,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "int", 10000, "width of the random network whose overlaps are drawn", 10, 1e7
         ),
         "init_seed": Key("int", 0, "seed of the drawn initial overlaps", 0, 2**63 - 1),
+        "activation": Key("activation", "erf", "activation g of the student's hidden units "
+                          "(a registered name: erf)"),
     },
     "training": {
         "algorithm": Key(
@@ -211,6 +219,11 @@ def _check_value(key: str, spec: Key, value: Any) -> Any:
         if not isinstance(value, str) or value not in spec.choices:
             _fail(key, f"must be one of {', '.join(map(repr, spec.choices))}, got {_show(value)}")
         return value
+    if spec.kind == "activation":
+        if not isinstance(value, str) or value not in registered.names():
+            _fail(key, f"must be a registered activation "
+                       f"({', '.join(map(repr, registered.names()))}), got {_show(value)}")
+        return value
     if spec.kind == "support":
         if isinstance(value, str) and value == "population":
             return value
@@ -334,6 +347,11 @@ class Config:
     def M(self) -> int:
         return self.teacher.M
 
+    @property
+    def activations(self) -> registered.Activations:
+        """The (student, teacher) activation markers that compiled kernels receive."""
+        return registered.activations(self.student.activation, self.teacher.activation)
+
     def times(self) -> np.ndarray:
         """The recorded meta-times: the output grid (0 and alpha_max included) and metatest.at."""
         a_max, n = self.training.alpha_max, self.output.points
@@ -354,6 +372,15 @@ class Config:
                 doc = spec.doc.replace("|", "\\|")  # a literal | inside a Markdown table cell
                 rows.append(f"| `{section}.{key}` | `{default}` | {doc} |")
         return "\n".join(rows)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The config at ``path``, or (None) the built-in experiment, validation/default.toml of the
+    package ``metaode.validation``."""
+    if path is None:
+        with resources.as_file(resources.files("metaode.validation") / "default.toml") as default:
+            return Config.from_toml(default)
+    return Config.from_toml(path)
 
 
 def _plain(value: Any) -> Any:
@@ -387,6 +414,9 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
         mt["at"] = np.array([tr["alpha_max"]])
     elif mt["at"].size == 0 or mt["at"].min() < 0 or mt["at"].max() > tr["alpha_max"]:
         _fail("metatest.at", f"meta-times must lie in [0, alpha_max = {tr['alpha_max']:g}]")
+    if not registered.has_pair(s["activation"], t["activation"]):
+        _fail("student.activation", f"no Gaussian integrals are registered for a "
+                                    f"{s['activation']!r} student of a {t['activation']!r} teacher")
     if tr["algorithm"] == "sgd" and t["task_std"] != 0:
         _fail("teacher.task_std", "must be 0 for training.algorithm = 'sgd' (one fixed task)")
     th = v["theory"]

@@ -69,6 +69,16 @@ class Trajectory:
             return self.states[:, names.index(name)]
         raise KeyError(f"no column {name!r}")
 
+    def to_pandas(self):
+        """The trajectory as a pandas DataFrame, one row per record and the CSV's columns
+        (pandas is an optional dependency)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Trajectory.to_pandas needs pandas: python -m pip install "
+                              "pandas") from None
+        return pd.DataFrame({name: self.column(name) for name in self.columns()})
+
     def columns(self) -> list[str]:
         """CSV header: alpha, error, error_before_adaptation, other observables, the state, then
         the uncertainties ``mc_err_<name>`` (Monte Carlo theory)."""

@@ -1,4 +1,4 @@
-"""ANIL with the population inner loop (MODEL.md §3 "anil", support = "population"), numba.
+"""ANIL with the population inner loop (docs/model.md §4.2, support = "population"), numba.
 
 One outer step: for each of ``meta_batch`` fresh tasks u = u0 + task_std xi (e = (1, task_std xi)),
 the adapted head is w' = Z e with Z = Z^(s) of ``theory.anil.inner_loop`` evaluated on the exact
@@ -31,8 +31,9 @@ import numpy as np
 from numba import njit
 
 from metaode.simulations.kernels import dot, draw_input, fields, g, g_prime
-from metaode.theory.anil import chain_to_overlaps, inner_loop, inner_loop_vjp
+from metaode.theory.anil import inner_loop, inner_loop_vjp
 from metaode.theory.fields import error_blocks, task_basis
+from metaode.theory.flow import chain_to_overlaps
 
 BLOCK = 2048  # columns of J per pass of ``mix_rows`` (K x 16 kB of buffer, cache-resident)
 
@@ -82,7 +83,7 @@ def mix_rows(J: np.ndarray, B: np.ndarray, xs: np.ndarray, W: np.ndarray,
 
 
 @njit(cache=True)
-def anil_population_steps(J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner_steps,
+def anil_population_steps(acts, J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner_steps,
                           second_order, lr, lr_head, query, meta_batch, n_steps, rng):
     """Advance (J, w) and the carried (Q, R) in place by ``n_steps`` outer steps."""
     K, N = J.shape
@@ -99,7 +100,7 @@ def anil_population_steps(J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner
     W = np.zeros((K, K + M + n_ex))  # J' = W [J; B; xs]: columns a | h | c^T
     gamma = np.empty((K + M + n_ex, K + M + n_ex))  # Gram matrix of the rows [J; B; xs] / N
     for _ in range(n_steps):
-        C, D, _E = error_blocks(Q, R, T)
+        C, D, _E = error_blocks(acts, Q, R, T)
         Zs = inner_loop(C, D, w, U, inner_lr, inner_steps)
         Z = Zs[inner_steps]
         Zbar = np.zeros((K, M + 1))
@@ -116,15 +117,16 @@ def anil_population_steps(J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner
                 fields(B, x, nu[i])
                 delta = 0.0
                 for k in range(K):
-                    delta += w_ad[k] * g(lam[i, k])
+                    delta += w_ad[k] * g(acts.student, lam[i, k])
                 for m in range(M):
-                    delta -= u[m] * g(nu[i, m])
+                    delta -= u[m] * g(acts.teacher, nu[i, m])
                 if noise > 0.0:
                     delta -= noise * rng.standard_normal()
                 for k in range(K):
-                    W[k, K + M + i] = -lr * delta * w_ad[k] * g_prime(lam[i, k]) / (n_ex * sqrt_n)
+                    W[k, K + M + i] = (-lr * delta * w_ad[k] * g_prime(acts.student, lam[i, k])
+                                       / (n_ex * sqrt_n))
                     for j in range(M + 1):
-                        Zbar[k, j] += delta * g(lam[i, k]) * e[j] / n_ex
+                        Zbar[k, j] += delta * g(acts.student, lam[i, k]) * e[j] / n_ex
                 i += 1
         # a = I - 2 lr G / N and h = -lr H / N (second order), a = I and h = 0 (first order)
         for k in range(K):
@@ -132,7 +134,7 @@ def anil_population_steps(J, B, w, Q, R, T, u0, task_std, noise, inner_lr, inner
                 W[k, l] = 1.0 if k == l else 0.0
         if second_order:
             Cbar, Dbar, wbar = inner_loop_vjp(Zs, C, U, inner_lr, Zbar)
-            G, H = chain_to_overlaps(Q, R, T, Cbar, Dbar)
+            G, H = chain_to_overlaps(acts, Q, R, T, Cbar, Dbar)
             W[:, :K] -= (2.0 * lr / N) * G
             W[:, K:K + M] = -(lr / N) * H
         else:

@@ -1,4 +1,4 @@
-"""Meta-learning with a finite support set (MODEL.md §3): anil with support = P, and maml, numba.
+"""Meta-learning with a finite support set (docs/model.md §4): anil (support = P) and maml, numba.
 
 One task. Head u = u0 + task_std xi; n = P + query inputs x_i (support p < P first, then the query
 inputs), fields lambda_i = J x_i / sqrt N, nu_i = B x_i / sqrt N, labels y_i = u . g(nu_i)
@@ -37,15 +37,16 @@ each support input its N entries followed by its label noise zeta_p, then the sa
 input; zeta is drawn only if noise > 0 (as in ``simulations.sgd``).
 
 Meta-generalisation error (``adapted_error_mc``): the population error eps(w'; u) of the adapted
-network (MODEL.md §2, without the noise^2/2 floor) is exact given (J', w'); it is averaged by Monte
-Carlo over fresh tasks with fresh support sets. For maml, J' = J + sum_p a_p x_p^T / sqrt N with
-a_p = -(eta/P) sum_r c_p^(r), hence exactly (``adapted_overlaps``; Lambda, Nu the support fields)
+network (docs/model.md §3, without the noise^2/2 floor) is exact given (J', w'); it is averaged
+by Monte Carlo over fresh tasks with fresh support sets. For maml,
+J' = J + sum_p a_p x_p^T / sqrt N with a_p = -(eta/P) sum_r c_p^(r), hence exactly
+(``adapted_overlaps``; Lambda, Nu the support fields)
 
     Q' = Q + (Lambda^T A + A^T Lambda + A^T G_SS A) / N,     R' = R + A^T Nu / N,
 
 A the P x K matrix of rows a_p. The first-layer adaptation thus moves the overlaps only by O(1/N);
 maml differs from anil at O(1/P) through the support fields' shift of O(eta/P) per inner step,
-which changes w' from the second inner step on (MODEL.md §3 "maml").
+which changes w' from the second inner step on (docs/model.md §11).
 """
 
 from __future__ import annotations
@@ -55,12 +56,12 @@ import math
 import numpy as np
 from numba import njit
 
-from metaode.simulations.kernels import draw_input, fields, g, g_prime, overlaps
+from metaode.simulations.kernels import draw_input, fields, g, g_prime, g_second, overlaps
 from metaode.theory.fields import error_blocks
 
 
 @njit(cache=True)
-def draw_task(J: np.ndarray, B: np.ndarray, u0: np.ndarray, task_std: float, noise: float,
+def draw_task(acts, J: np.ndarray, B: np.ndarray, u0: np.ndarray, task_std: float, noise: float,
               xs: np.ndarray, lam: np.ndarray, nu: np.ndarray, y: np.ndarray, u: np.ndarray,
               rng: np.random.Generator) -> None:
     """One task in the documented draw order: u = u0 + task_std xi, then the inputs xs (n x N) with
@@ -76,7 +77,7 @@ def draw_task(J: np.ndarray, B: np.ndarray, u0: np.ndarray, task_std: float, noi
         fields(B, xs[i], nu[i])
         label = 0.0
         for m in range(M):
-            label += u[m] * g(nu[i, m])
+            label += u[m] * g(acts.teacher, nu[i, m])
         if noise > 0.0:
             label += noise * rng.standard_normal()
         y[i] = label
@@ -94,7 +95,7 @@ def gram(xs: np.ndarray, P: int, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def inner_loop_fields(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray,
+def inner_loop_fields(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray,
                       inner_lr: float, steps: int, P: int,
                       adapt_J: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward inner loop in field space: (lams, ws, shift).
@@ -117,10 +118,10 @@ def inner_loop_fields(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndar
         for p in range(P):
             delta = -y[p]
             for k in range(K):
-                delta += wr[k] * g(lam[p, k])
+                delta += wr[k] * g(acts.student, lam[p, k])
             for k in range(K):
-                w_next[k] -= step * delta * g(lam[p, k])
-                c[p, k] = delta * wr[k] * g_prime(lam[p, k])
+                w_next[k] -= step * delta * g(acts.student, lam[p, k])
+                c[p, k] = delta * wr[k] * g_prime(acts.student, lam[p, k])
         ws[r + 1] = w_next
         lams[r + 1] = lam
         if adapt_J:
@@ -136,8 +137,8 @@ def inner_loop_fields(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndar
 
 
 @njit(cache=True)
-def task_gradients(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray, inner_lr: float,
-                   steps: int, P: int, adapt_J: bool,
+def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray,
+                   inner_lr: float, steps: int, P: int, adapt_J: bool,
                    second_order: bool) -> tuple[float, np.ndarray, np.ndarray]:
     """(L_q, lambdabar, wbar) of one task: the query loss and its gradients (module docstring).
 
@@ -147,11 +148,11 @@ def task_gradients(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray
     back is
         wbar^(r)   = wbar^(r+1) + sum_p [Deltabar_p g(lambda_p) + cbar_p * Delta_p g'(lambda_p)],
         lambdabar_pk^(r) = lambdabar_pk^(r+1) + g'(lambda_pk) [-(eta/P) Delta_p wbar_k^(r+1)
-                           + Deltabar_p w_k - cbar_pk Delta_p w_k lambda_pk]    (g'' = -z g'),
+                           + Deltabar_p w_k] + cbar_pk Delta_p w_k g''(lambda_pk),
     all at step r, and lambdabar of the query inputs unchanged (cbar = 0 for anil).
     first order: lambdabar_q = dL_q/dlambda'_q (support rows zero), wbar = dL_q/dw'.
     """
-    lams, ws, _ = inner_loop_fields(lam0, y, G, w, inner_lr, steps, P, adapt_J)
+    lams, ws, _ = inner_loop_fields(acts, lam0, y, G, w, inner_lr, steps, P, adapt_J)
     n, K = lam0.shape
     nq = n - P
     lb = np.zeros((n, K))
@@ -161,11 +162,11 @@ def task_gradients(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray
     for q in range(P, n):
         delta = -y[q]
         for k in range(K):
-            delta += wr[k] * g(lam[q, k])
+            delta += wr[k] * g(acts.student, lam[q, k])
         loss += 0.5 * delta * delta / nq
         for k in range(K):
-            wb[k] += delta * g(lam[q, k]) / nq
-            lb[q, k] = delta * wr[k] * g_prime(lam[q, k]) / nq
+            wb[k] += delta * g(acts.student, lam[q, k]) / nq
+            lb[q, k] = delta * wr[k] * g_prime(acts.student, lam[q, k]) / nq
     if not second_order:
         return loss, lb, wb
     step = inner_lr / P
@@ -185,25 +186,25 @@ def task_gradients(lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.ndarray
         for p in range(P):
             delta = -y[p]
             for k in range(K):
-                a[k] = g(lam[p, k])
-                d[k] = g_prime(lam[p, k])
+                a[k] = g(acts.student, lam[p, k])
+                d[k] = g_prime(acts.student, lam[p, k])
                 delta += wr[k] * a[k]
             dbar = 0.0
             for k in range(K):
                 dbar += -step * wb[k] * a[k] + cbar[p, k] * wr[k] * d[k]
             for k in range(K):
                 wb_prev[k] += dbar * a[k] + cbar[p, k] * delta * d[k]
-                lb[p, k] += d[k] * (-step * delta * wb[k] + dbar * wr[k]
-                                    - cbar[p, k] * delta * wr[k] * lam[p, k])
+                lb[p, k] += (d[k] * (-step * delta * wb[k] + dbar * wr[k])
+                             + cbar[p, k] * delta * wr[k] * g_second(acts.student, lam[p, k]))
         wb = wb_prev
     return loss, lb, wb
 
 
 @njit(cache=True)
-def fewshot_steps(J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray, task_std: float,
-                  noise: float, inner_lr: float, inner_steps: int, P: int, adapt_J: bool,
-                  second_order: bool, lr: float, lr_head: float, query: int, meta_batch: int,
-                  n_steps: int, rng: np.random.Generator) -> None:
+def fewshot_steps(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray,
+                  task_std: float, noise: float, inner_lr: float, inner_steps: int, P: int,
+                  adapt_J: bool, second_order: bool, lr: float, lr_head: float, query: int,
+                  meta_batch: int, n_steps: int, rng: np.random.Generator) -> None:
     """Advance (J, w) in place by ``n_steps`` outer steps (module docstring):
     J <- J - (lr / meta_batch) sum_tasks sum_i lambdabar_i x_i^T / sqrt N,
     w <- w - (lr_head / (N meta_batch)) sum_tasks wbar.
@@ -225,10 +226,10 @@ def fewshot_steps(J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray, t
         grad_J[:, :] = 0.0
         grad_w[:] = 0.0
         for _b in range(meta_batch):
-            draw_task(J, B, u0, task_std, noise, xs, lam0, nu, y, u, rng)
+            draw_task(acts, J, B, u0, task_std, noise, xs, lam0, nu, y, u, rng)
             if adapt_J:
                 gram(xs, P, G)
-            _, lb, wb = task_gradients(lam0, y, G, w, inner_lr, inner_steps, P, adapt_J,
+            _, lb, wb = task_gradients(acts, lam0, y, G, w, inner_lr, inner_steps, P, adapt_J,
                                        second_order)
             for k in range(K):
                 grad_w[k] += wb[k]
@@ -261,9 +262,10 @@ def adapted_overlaps(Q: np.ndarray, R: np.ndarray, lam_S: np.ndarray, nu_S: np.n
 
 
 @njit(cache=True)
-def adapted_error_mc(J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray, task_std: float,
-                     noise: float, inner_lr: float, inner_steps: int, P: int, adapt_J: bool,
-                     n_tasks: int, rng: np.random.Generator) -> tuple[float, float, float]:
+def adapted_error_mc(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray,
+                     task_std: float, noise: float, inner_lr: float, inner_steps: int, P: int,
+                     adapt_J: bool, n_tasks: int,
+                     rng: np.random.Generator) -> tuple[float, float, float]:
     """(error_after_mean, error_after_stderr, error_before_mean), without the noise^2/2 floor.
 
     After: the mean over ``n_tasks`` fresh tasks (each with P fresh support examples, drawn as in
@@ -275,7 +277,7 @@ def adapted_error_mc(J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray
     K, N = J.shape
     M = B.shape[0]
     Q, R, T = overlaps(J, B)
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     xs = np.empty((P, N))
     lam0 = np.empty((P, K))
     nu = np.empty((P, M))
@@ -284,14 +286,14 @@ def adapted_error_mc(J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray
     G = np.empty((P, P)) if adapt_J else np.empty((0, 0))
     errors = np.empty(n_tasks)
     for t in range(n_tasks):
-        draw_task(J, B, u0, task_std, noise, xs, lam0, nu, y, u, rng)
+        draw_task(acts, J, B, u0, task_std, noise, xs, lam0, nu, y, u, rng)
         if adapt_J:
             gram(xs, P, G)
-        _, ws, shift = inner_loop_fields(lam0, y, G, w, inner_lr, inner_steps, P, adapt_J)
+        _, ws, shift = inner_loop_fields(acts, lam0, y, G, w, inner_lr, inner_steps, P, adapt_J)
         wa = ws[inner_steps]
         if adapt_J:
             Qa, Ra = adapted_overlaps(Q, R, lam0, nu, G, shift, N)
-            Ca, Da, Ea = error_blocks(Qa, Ra, T)
+            Ca, Da, Ea = error_blocks(acts, Qa, Ra, T)
         else:
             Ca, Da, Ea = C, D, E
         errors[t] = 0.5 * (wa @ Ca @ wa - 2.0 * wa @ Da @ u + u @ Ea @ u)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from metaode.theory.activation import g, g_prime  # noqa: F401  (the simulations' activation)
+from metaode.theory.activations import g, g_prime, g_second  # noqa: F401  (the activations)
 
 
 @njit(cache=True)

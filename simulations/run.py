@@ -109,9 +109,9 @@ class SGDRun(Run):
 
     def advance(self, n_steps: int) -> None:
         te, tr = self.config.teacher, self.config.training
-        sgd_steps(self.J, self.B, self.w, np.asarray(te.u0, dtype=float), float(te.noise),
-                  float(tr.lr), float(tr.lr_head), int(tr.query * tr.meta_batch), n_steps,
-                  self.rng)
+        sgd_steps(self.config.activations, self.J, self.B, self.w, np.asarray(te.u0, dtype=float),
+                  float(te.noise), float(tr.lr), float(tr.lr_head), int(tr.query * tr.meta_batch),
+                  n_steps, self.rng)
 
 
 class ANILPopulationRun(Run):
@@ -121,10 +121,10 @@ class ANILPopulationRun(Run):
         te, tr = self.config.teacher, self.config.training
         Q, R, T = overlaps(self.J, self.B)  # refresh the carried overlaps exactly
         anil_population_steps(
-            self.J, self.B, self.w, Q, R, T, np.asarray(te.u0, dtype=float),
-            float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
-            tr.order == "second", float(tr.lr), float(tr.lr_head), int(tr.query),
-            int(tr.meta_batch), n_steps, self.rng)
+            self.config.activations, self.J, self.B, self.w, Q, R, T,
+            np.asarray(te.u0, dtype=float), float(te.task_std), float(te.noise),
+            float(tr.inner_lr), int(tr.inner_steps), tr.order == "second", float(tr.lr),
+            float(tr.lr_head), int(tr.query), int(tr.meta_batch), n_steps, self.rng)
 
 
 class FewShotRun(Run):
@@ -146,10 +146,10 @@ class FewShotRun(Run):
     def advance(self, n_steps: int) -> None:
         te, tr = self.config.teacher, self.config.training
         fewshot_steps(
-            self.J, self.B, self.w, np.asarray(te.u0, dtype=float), float(te.task_std),
-            float(te.noise), float(tr.inner_lr), int(tr.inner_steps), int(tr.support),
-            tr.algorithm == "maml", tr.order == "second", float(tr.lr), float(tr.lr_head),
-            int(tr.query), int(tr.meta_batch), n_steps, self.rng)
+            self.config.activations, self.J, self.B, self.w, np.asarray(te.u0, dtype=float),
+            float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
+            int(tr.support), tr.algorithm == "maml", tr.order == "second", float(tr.lr),
+            float(tr.lr_head), int(tr.query), int(tr.meta_batch), n_steps, self.rng)
 
     def observables(self) -> dict[str, float]:
         """error (after adaptation, MC mean) and error_mc_stderr, error_before_adaptation (exact
@@ -157,14 +157,16 @@ class FewShotRun(Run):
         """
         te, tr = self.config.teacher, self.config.training
         error, stderr, before = adapted_error_mc(
-            self.J, self.B, self.w, np.asarray(te.u0, dtype=float), float(te.task_std),
-            float(te.noise), float(tr.inner_lr), int(tr.inner_steps), int(tr.support),
-            tr.algorithm == "maml", int(self.config.simulation.eval_tasks), self.eval_rng)
+            self.config.activations, self.J, self.B, self.w, np.asarray(te.u0, dtype=float),
+            float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
+            int(tr.support), tr.algorithm == "maml", int(self.config.simulation.eval_tasks),
+            self.eval_rng)
         Q, R, T = overlaps(self.J, self.B)
         spec, align = specialisation(Q, R, T)
         return {"error": float(error), "error_mc_stderr": float(stderr),
                 "error_before_adaptation": float(before),
-                "representation_error": representation_error(Q, R, T, te.u0, te.task_std),
+                "representation_error": representation_error(self.config.activations, Q, R, T,
+                                                             te.u0, te.task_std),
                 "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
 
 
@@ -323,7 +325,7 @@ def _start_worker(queue: multiprocessing.queues.Queue | None,
     _progress_queue, _stop_event = queue, event
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)
-    # like the parent's command line (validation.cli.quiet_numerics): a state or observable that
+    # like the parent's command line (cli.program.quiet_numerics): a state or observable that
     # is not finite is reported with its alpha, not as a numpy warning on the shared stderr
     np.seterr(all="ignore")
     warnings.simplefilter("ignore", RuntimeWarning)

@@ -1,4 +1,4 @@
-"""Online SGD of the two-layer erf network (MODEL.md §3 "sgd"), numba-compiled.
+"""Online SGD of the two-layer erf network (docs/model.md §4.1), numba-compiled.
 
 One outer step draws ``batch = query * meta_batch`` fresh inputs x ~ N(0, I_N), computes at the
 current (J, w) the errors Delta = sum_k w_k g(lambda_k) - sum_m u_m g(nu_m) - noise zeta, and
@@ -18,7 +18,7 @@ from metaode.simulations.kernels import draw_input, fields, g, g_prime
 
 
 @njit(cache=True)
-def sgd_steps(J: np.ndarray, B: np.ndarray, w: np.ndarray, u: np.ndarray, noise: float,
+def sgd_steps(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u: np.ndarray, noise: float,
               lr: float, lr_head: float, batch: int, n_steps: int,
               rng: np.random.Generator) -> None:
     """Advance (J, w) in place by ``n_steps`` outer steps."""
@@ -40,14 +40,14 @@ def sgd_steps(J: np.ndarray, B: np.ndarray, w: np.ndarray, u: np.ndarray, noise:
             fields(B, x, nu)
             delta = 0.0
             for k in range(K):
-                delta += w[k] * g(lam[k])
+                delta += w[k] * g(acts.student, lam[k])
             for m in range(M):
-                delta -= u[m] * g(nu[m])
+                delta -= u[m] * g(acts.teacher, nu[m])
             if noise > 0.0:
                 delta -= noise * rng.standard_normal()
             for k in range(K):
-                coef[b, k] = step_J * delta * w[k] * g_prime(lam[k])
-                dw[k] += step_w * delta * g(lam[k])
+                coef[b, k] = step_J * delta * w[k] * g_prime(acts.student, lam[k])
+                dw[k] += step_w * delta * g(acts.student, lam[k])
         for k in range(K):
             row = J[k]
             for b in range(batch):

@@ -28,8 +28,8 @@ import test_fuzz_cli as fuzz  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from metaode.cli import main  # noqa: E402
 from metaode.io import git_revision, package_versions  # noqa: E402
-from metaode.validation.cli import main  # noqa: E402
 
 
 class CountingRunner:

@@ -1,6 +1,11 @@
 """Helpers shared by the tests: random valid states, a short ANIL config, stderr checks."""
 
 import numpy as np
+from numba import njit
+
+from metaode.theory.activations import I3, activations
+from metaode.theory.fields import diffusion, field_covariance, i2_matrix
+from metaode.theory.state import pack, unpack
 
 
 def random_state(K: int, M: int, seed: int):
@@ -44,3 +49,47 @@ def one_line(err: str) -> str:
     lines = err.strip("\n").split("\n")
     assert len(lines) == 1 and "Traceback" not in err, f"expected one line on stderr, got {err!r}"
     return lines[0]
+
+
+#: The markers of an erf student and an erf teacher, the first argument of the compiled kernels.
+ERF = activations("erf", "erf")
+
+
+@njit(cache=True)
+def sgd_i3_rhs(acts, y, K, M, T, u, noise, lr, lr_head, batch):
+    """The sgd flow in its I3 form (Saad & Solla; docs/model.md §7), written out independently of
+    ``metaode.theory.flow``: dR_km = -lr w_k sum_a c_a I3(k, K+m, a), dQ_kl = -lr (w_k sum_a c_a
+    I3(k, l, a) + (k <-> l)) + lr^2 / batch Phi_kl, dw_k = -lr_head sum_a c_a I2(k, a)."""
+    s, t = acts.student, acts.teacher
+    Q, R, w = unpack(y, K, M)
+    omega = field_covariance(Q, R, T)
+    n = K + M
+    c = np.empty(n)
+    c[:K] = w
+    c[K:] = -u
+    drift = np.zeros((K, n))
+    for k in range(K):
+        for b in range(n):
+            for a in range(n):
+                args = (omega[k, k], omega[b, b], omega[a, a], omega[k, b], omega[k, a],
+                        omega[b, a])
+                drift[k, b] += c[a] * (I3(s, s, *args) if a < K else I3(s, t, *args))
+    mean = np.empty(n)
+    mean[:K] = w
+    mean[K:] = u
+    phi = diffusion(acts, omega, K, mean, np.zeros((n, n)), noise)
+    dQ = np.empty((K, K))
+    for k in range(K):
+        for l in range(K):
+            dQ[k, l] = (-lr * (w[k] * drift[k, l] + w[l] * drift[l, k])
+                        + lr * lr / batch * phi[k, l])
+    dR = np.empty((K, M))
+    for k in range(K):
+        for m in range(M):
+            dR[k, m] = -lr * w[k] * drift[k, K + m]
+    i2 = i2_matrix(acts, omega, K)
+    dw = np.zeros(K)
+    for k in range(K):
+        for a in range(n):
+            dw[k] -= lr_head * i2[k, a] * c[a]
+    return pack(dQ, dR, dw)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 from scipy.special import erf
+from states import ERF
 
 from metaode.simulations.anil import anil_population_steps
 from metaode.simulations.networks import networks_with_overlaps
@@ -46,7 +47,7 @@ def draws(seed):
 def query_loss(J, w, B, u0, steps, tasks, w_fixed=None):
     """L_q = mean over tasks and query examples of 1/2 (w' . g(lambda) - y)^2."""
     Q, R, T = J @ J.T / N, J @ B.T / N, B @ B.T / N
-    C, D, _ = error_blocks(Q, R, T)
+    C, D, _ = error_blocks(ERF, Q, R, T)
     U, _ = task_basis(u0, TASK_STD)
     Z = inner_loop(C, D, w, U, INNER_LR, steps)[steps]
     total = 0.0
@@ -71,8 +72,8 @@ def test_one_step_is_the_exact_query_loss_gradient(steps, order):
     seed = 11
     J1, w1 = J.copy(), w.copy()
     Q, R, T = J @ J.T / N, J @ B.T / N, B @ B.T / N
-    anil_population_steps(J1, B, w1, Q.copy(), R.copy(), T, u0, TASK_STD, NOISE, INNER_LR, steps,
-                          order == "second", 1.0, 1.0, QUERY, META_BATCH, 1,
+    anil_population_steps(ERF, J1, B, w1, Q.copy(), R.copy(), T, u0, TASK_STD, NOISE, INNER_LR,
+                          steps, order == "second", 1.0, 1.0, QUERY, META_BATCH, 1,
                           np.random.default_rng(seed))
     grad_J = -(J1 - J)
     grad_w = -(w1 - w) * N

@@ -1,8 +1,8 @@
-"""The numerically assembled ANIL ODEs against sympy's fully symbolic system (MODEL.md §4).
+"""The numerically assembled ANIL ODEs against sympy's fully symbolic system (docs/model.md §8).
 
 ``theory.anil`` evaluates the meta-loss in the Z-form and its gradient by a hand-written reverse
-pass. Here the same quantities are built by sympy from MODEL.md's definitions alone, for small
-K, M and s, without the Z recursion or any reverse pass:
+pass. Here the same quantities are built by sympy from the definitions of docs/model.md alone, for
+small K, M and s, without the Z recursion or any reverse pass:
 
 * Q is the symmetrisation (q + q^T) / 2 of K^2 independent symbols q_kl, R and T are symbols;
   C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk, T_mm, R_km), E_mn = I2(T_mm, T_nn, T_mn) with the I2
@@ -17,7 +17,7 @@ K, M and s, without the Z recursion or any reverse pass:
 * first order: G, H, wbar are the derivatives of eps(v; u) at fixed v (fresh symbols) with
   respect to q, R and v, with v = w'(u) substituted afterwards and then averaged over u.
 
-The drift of MODEL.md §4, dR = -lr (2 G R + H T), dQ = -lr (X + X^T) with X = 2 G Q + H R^T,
+The drift of docs/model.md §5.2, dR = -lr (2 G R + H T), dQ = -lr (X + X^T) with X = 2 G Q + H R^T,
 dw = -lr_head wbar, is compared with the ANIL system's right-hand side. The system's rhs is
 f(lr, lr_head) = drift + lr^2 Phi / (query meta_batch), the drift linear in (lr, lr_head); so with
 both rates doubled the drift is exactly 2 f(lr) - f(2 lr) / 2, and the diffusion part is
@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from numpy.polynomial.hermite_e import hermegauss
-from states import random_state
+from states import ERF, random_state
 
 from metaode.config import Config
 from metaode.theory.anil import meta_gradient, meta_loss
@@ -171,8 +171,8 @@ def test_meta_loss_and_gradient_match_sympy(K: int, M: int, s: int, order: str) 
         Q, R, T, w, u0 = random_state(K, M, seed)
         L_sym, second, first = evaluate_symbolic(K, M, s, Q, R, T, w, u0)
         U, S = task_basis(u0, TASK_STD)
-        G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, INNER_LR, s, order == "second")
-        C, D, E = error_blocks(Q, R, T)
+        G, H, wbar, Zs = meta_gradient(ERF, Q, R, T, w, U, S, INNER_LR, s, order == "second")
+        C, D, E = error_blocks(ERF, Q, R, T)
         assert abs(meta_loss(Zs[s], C, D, E, U, S) - L_sym) <= RTOL * abs(L_sym)
         for name, ours, theirs in zip(("G", "H", "wbar"), (G, H, wbar),
                                       second if order == "second" else first, strict=True):
@@ -182,7 +182,8 @@ def test_meta_loss_and_gradient_match_sympy(K: int, M: int, s: int, order: str) 
 @pytest.mark.parametrize("order", ["second", "first"])
 @pytest.mark.parametrize(("K", "M", "s"), CASES)
 def test_drift_matches_sympy(K: int, M: int, s: int, order: str) -> None:
-    """The ANIL system's drift equals MODEL.md §4's drift assembled from sympy's (G, H, wbar)."""
+    """The ANIL system's drift equals the drift of docs/model.md §5.2 assembled from sympy's
+    (G, H, wbar)."""
     Q, R, T, w, u0 = random_state(K, M, 3)
     _, second, first = evaluate_symbolic(K, M, s, Q, R, T, w, u0)
     G, H, wbar = second if order == "second" else first
@@ -194,7 +195,7 @@ def test_drift_matches_sympy(K: int, M: int, s: int, order: str) -> None:
 
 def adapted_head(Q, R, T, w, u, s):
     """w' = A w + F u, A = (I - eta C)^s, F = sum_{r<s} (I - eta C)^r eta D (no Z recursion)."""
-    C, D, _ = error_blocks(Q, R, T)
+    C, D, _ = error_blocks(ERF, Q, R, T)
     P = np.eye(len(w)) - INNER_LR * C
     F = sum((np.linalg.matrix_power(P, r) @ (INNER_LR * D) for r in range(s)),
             np.zeros_like(D))
@@ -220,7 +221,7 @@ def test_diffusion_is_the_task_average_of_the_single_task_term(K: int, M: int, s
         xi = nodes[list(index)]
         u = u0 + TASK_STD * xi
         pair = np.concatenate([adapted_head(Q, R, T, w, u, s), u])
-        phi += np.prod(weights[list(index)]) * diffusion(omega, K, pair,
+        phi += np.prod(weights[list(index)]) * diffusion(ERF, omega, K, pair,
                                                          np.zeros((K + M, K + M)), NOISE)
     assert_close(dQ, LR**2 / (QUERY * META_BATCH) * phi, "lr^2 part of dQ")
     # dR and dw are linear in (lr, lr_head): their lr^2 part is zero up to rounding of the rhs

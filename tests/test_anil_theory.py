@@ -3,7 +3,7 @@
 * Reductions: without task variability and without an inner loop ANIL is plain online SGD (rhs
   and whole trajectories); without an inner loop the first and second order coincide.
 * Perfect representation: for Q = R = T (J = B, so C = D = E) and w = u0 the adapted head obeys
-  w' - u = P^s (u0 - u) with P = I - inner_lr E, hence (MODEL.md §2, §3)
+  w' - u = P^s (u0 - u) with P = I - inner_lr E, hence (docs/model.md §3, §4.2)
       L_meta = 1/2 task_std^2 tr(P^s E P^s),   error before adaptation = 1/2 task_std^2 tr(E),
   and the representation error is 0.
 * The meta-test curve on the population loss is gradient descent on a quadratic with Hessian C:
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from states import random_state
+from states import ERF, random_state, sgd_i3_rhs
 
 from metaode.config import Config
 from metaode.solvers.integrate import solve
 from metaode.theory.anil import anil_rhs, inner_loop, meta_gradient, meta_loss, metatest_errors
 from metaode.theory.fields import error_blocks, representation_error, task_basis
-from metaode.theory.sgd import sgd_rhs
 from metaode.theory.state import pack
 from metaode.theory.system import build_system
 
@@ -59,13 +58,14 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("second_order", [True, False])
 @pytest.mark.parametrize(("K", "M"), SHAPES)
-def test_single_task_without_inner_loop_is_sgd_rhs(K: int, M: int, second_order: bool) -> None:
-    """task_std = 0, inner_steps = 0: anil_rhs = sgd_rhs (noise, batch, both rates included)."""
+def test_single_task_without_inner_loop_is_sgd_i3_form(K: int, M: int, second_order: bool) -> None:
+    """task_std = 0, inner_steps = 0: anil_rhs = the I3 form of the sgd ODEs (Stein's lemma;
+    noise, batch, both rates included)."""
     for seed in range(5):
         Q, R, T, w, u0 = random_state(K, M, seed)
         y = pack(Q, R, w)
-        sgd = sgd_rhs(y, K, M, T, u0, 0.3, 0.7, 0.4, 3)
-        anil = anil_rhs(y, K, M, T, u0, 0.0, 0.3, 0.9, 0, second_order, 0.7, 0.4, 3)
+        sgd = sgd_i3_rhs(ERF, y, K, M, T, u0, 0.3, 0.7, 0.4, 3)
+        anil = anil_rhs(ERF, y, K, M, T, u0, 0.0, 0.3, 0.9, 0, second_order, 0.7, 0.4, 3)
         assert rel_diff(anil, sgd) <= RHS_RTOL
 
 
@@ -101,15 +101,15 @@ def test_orders_coincide_without_inner_loop(K: int, M: int) -> None:
         Q, R, T, w, u0 = random_state(K, M, seed)
         y = pack(Q, R, w)
         args = (T, u0, 0.6, 0.3, 0.9, 0)
-        first = anil_rhs(y, K, M, *args, False, 0.7, 0.4, 2)
-        second = anil_rhs(y, K, M, *args, True, 0.7, 0.4, 2)
+        first = anil_rhs(ERF, y, K, M, *args, False, 0.7, 0.4, 2)
+        second = anil_rhs(ERF, y, K, M, *args, True, 0.7, 0.4, 2)
         assert rel_diff(first, second) <= RHS_RTOL
 
 
 # -- perfect representation --------------------------------------------------------------------
 
 def i2_model(T: np.ndarray) -> np.ndarray:
-    """E_mn = (2 / pi) arcsin(T_mn / sqrt((1 + T_mm)(1 + T_nn))) (MODEL.md §2)."""
+    """E_mn = (2 / pi) arcsin(T_mn / sqrt((1 + T_mm)(1 + T_nn))) (docs/model.md §3)."""
     d = np.sqrt(1.0 + np.diag(T))
     return 2.0 / np.pi * np.arcsin(T / np.outer(d, d))
 
@@ -144,24 +144,24 @@ def test_metatest_curve_decreases_to_the_representation_error_for_stable_inner_l
     """inner_lr < 2 / lambda_max(C): strictly decreasing; its limit is E_tau min_w eps."""
     Q, R, T, w, u0 = random_state(3, 2, 7)
     sigma = 0.5
-    lam = np.linalg.eigvalsh(error_blocks(Q, R, T)[0])
+    lam = np.linalg.eigvalsh(error_blocks(ERF, Q, R, T)[0])
     for eta in (0.5 / lam[-1], 1.0 / lam[-1], 1.9 / lam[-1]):
-        curve = metatest_errors(Q, R, T, w, u0, sigma, eta, 30)
+        curve = metatest_errors(ERF, Q, R, T, w, u0, sigma, eta, 30)
         assert np.all(np.diff(curve) < 0), eta
     # the slowest mode contracts by (1 - eta lambda_min) per step; run until it is below 1e-8
     eta = 1.0 / lam[-1]
     steps = int(np.ceil(np.log(1e-8) / np.log(1.0 - eta * lam[0])))
     assert steps < 20000  # a well-conditioned C, so that the check is cheap
-    limit = metatest_errors(Q, R, T, w, u0, sigma, eta, steps)[-1]
+    limit = metatest_errors(ERF, Q, R, T, w, u0, sigma, eta, steps)[-1]
     # excess error ~ (1e-8)^2 times O(1); 1e-10 relative covers that and lstsq's rounding
-    assert abs(limit - representation_error(Q, R, T, u0, sigma)) <= 1e-10 * limit
+    assert abs(limit - representation_error(ERF, Q, R, T, u0, sigma)) <= 1e-10 * limit
 
 
 def test_metatest_curve_grows_for_too_large_inner_lr() -> None:
     """inner_lr > 2 / lambda_max(C): the top mode is amplified by |1 - eta lambda_max| > 1."""
     Q, R, T, w, u0 = random_state(3, 2, 7)
-    lam_max = np.linalg.eigvalsh(error_blocks(Q, R, T)[0])[-1]
-    curve = metatest_errors(Q, R, T, w, u0, 0.5, 2.2 / lam_max, 30)
+    lam_max = np.linalg.eigvalsh(error_blocks(ERF, Q, R, T)[0])[-1]
+    curve = metatest_errors(ERF, Q, R, T, w, u0, 0.5, 2.2 / lam_max, 30)
     assert curve[-1] > 100 * curve[0]
     assert np.all(np.diff(curve[10:]) > 0)
 
@@ -171,8 +171,8 @@ def test_metatest_curve_grows_for_too_large_inner_lr() -> None:
 def split_rhs(y, K, M, T, u0, task_std, s, second_order, lr=0.5, lr_head=0.5):
     """(rhs, drift): the drift is linear in (lr, lr_head), the rest ~ lr^2, so doubling both
     rates separates them exactly: drift = 2 f(lr) - f(2 lr) / 2."""
-    f1 = anil_rhs(y, K, M, T, u0, task_std, 0.0, 0.6, s, second_order, lr, lr_head, 1)
-    f2 = anil_rhs(y, K, M, T, u0, task_std, 0.0, 0.6, s, second_order, 2 * lr, 2 * lr_head, 1)
+    f1 = anil_rhs(ERF, y, K, M, T, u0, task_std, 0.0, 0.6, s, second_order, lr, lr_head, 1)
+    f2 = anil_rhs(ERF, y, K, M, T, u0, task_std, 0.0, 0.6, s, second_order, 2 * lr, 2 * lr_head, 1)
     return f1, 2.0 * f1 - 0.5 * f2
 
 
@@ -231,11 +231,11 @@ def test_meta_gradient_finite_differences(s: int, second_order: bool) -> None:
     Q, R, T, w, u0 = random_state(K, M, 11)
     eta, sigma = 0.6, 0.7
     U, S = task_basis(u0, sigma)
-    G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, eta, s, second_order)
+    G, H, wbar, Zs = meta_gradient(ERF, Q, R, T, w, U, S, eta, s, second_order)
     Z_fixed = Zs[s]
 
     def loss(Qp, Rp, wp, shift):
-        C, D, E = error_blocks(Qp, Rp, T)
+        C, D, E = error_blocks(ERF, Qp, Rp, T)
         Z = inner_loop(C, D, wp, U, eta, s)[s] if second_order else Z_fixed.copy()
         Z[:, 0] += shift
         return meta_loss(Z, C, D, E, U, S)

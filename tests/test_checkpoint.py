@@ -25,15 +25,15 @@ import numpy as np
 import pytest
 from states import SHORT_ANIL_TOML, one_line
 
+import metaode.cli.session
 import metaode.simulations.run
-import metaode.validation.cli
+from metaode.cli import main
 from metaode.config import Config
 from metaode.simulations.checkpoint import CheckpointError, Checkpoints, SeedState, StopRequest
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
 from metaode.theory.system import build_system
 from metaode.trajectory import INTERRUPTED, SUCCESS
-from metaode.validation.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "validation" / "default.toml"
@@ -152,7 +152,7 @@ def tiny_toml(path: Path, alpha_max: float, seeds: int = 2, every: float = 1e-9)
 
 
 def start(argv: list[str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "metaode.validation.cli", *argv], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "metaode", *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -295,10 +295,10 @@ SWEEP_PARAMS = ["--param", "training.inner_lr=0.25:2:6:log", "--param", "trainin
 
 
 def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
-    """SIGINT during the imports of the console script (``validation.entry``): one line, status
+    """SIGINT during the imports of the console script (``metaode.cli.entry``): one line, status
     130, nothing written. The signal is sent 0.1 s after the process reports it is about to import
     the command line, which takes >= 0.4 s (numpy, scipy, numba, matplotlib)."""
-    code = ("import sys; print('ready', flush=True); from metaode.validation.entry import main; "
+    code = ("import sys; print('ready', flush=True); from metaode.cli.entry import main; "
             "sys.exit(main())")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-c", code, "solve", "missing.toml", "--out",
@@ -372,7 +372,7 @@ def test_interrupted_integration_keeps_its_records(tmp_path, capsys, monkeypatch
                 self.request(signal.SIGINT)
             return super().__call__()
 
-    monkeypatch.setattr(metaode.validation.cli, "StopRequest", Signalled)
+    monkeypatch.setattr(metaode.cli.session, "StopRequest", Signalled)
     out = tmp_path / "out"
     assert main(["solve", str(DEFAULT), "--out", str(out)]) == 130
     line = capsys.readouterr().err.strip()

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from states import one_line
 
+from metaode.cli import main
 from metaode.io import read_csv
 from metaode.theory.state import column_names
 from metaode.trajectory import Trajectory
-from metaode.validation.cli import main
 from metaode.validation.compare import compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def validated(tiny, tmp_path_factory) -> Path:
 
 
 def check_header(cols: list[str]) -> None:
-    """INTERFACE.md: alpha, error, error_before_adaptation, ..., Q_k_l (k <= l), R_k_m, w_k."""
+    """docs/model.md §16: alpha, error, error_before_adaptation, ..., Q_k_l (k <= l), R_k_m, w_k."""
     assert cols[:3] == ["alpha", "error", "error_before_adaptation"]
     assert cols[-len(STATE):] == STATE
 
@@ -289,7 +289,7 @@ def test_module_entry_point_exit_status_and_stderr(text, argv, status, named, tm
     """A real process: exit status, one line on stderr, no traceback."""
     path = tmp_path / "config.toml"
     path.write_text(text)
-    run = subprocess.run([sys.executable, "-m", "metaode.validation.cli", argv[0], str(path),
+    run = subprocess.run([sys.executable, "-m", "metaode", argv[0], str(path),
                           *argv[1:], "--out", str(tmp_path / "out")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == status, run.stderr

@@ -36,12 +36,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metaode.config import load_config
 from metaode.theory.system import build_system
-from metaode.validation.cli import load_config
 from metaode.validation.convergence import convergence_study
 from metaode.validation.drift import local_drift_check, rhs_parts
 
-DEFAULT = load_config(None)
+DEFAULT = load_config()
 
 # --- (a) convergence ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The sympy derivation of ``theory.derive`` and the generated ``theory/erf_kernels.py``.
+"""The sympy derivation of ``theory.derive`` and the generated kernels
+(``theory/activations/erf_kernels.py``).
 
 Identities are checked on the derived sympy expressions by routes other than the derivation's:
 Stein's lemma and Price's theorem (including its diagonal form dE[F]/dC_ii = 1/2 E[d^2F/dz_i^2])
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-import metaode.theory.erf_kernels as erf_kernels
+import metaode.theory.activations.erf_kernels as erf_kernels
 from metaode.theory import derive
 
 c11, c22, c33, c44, c12, c13, c14, c23, c24, c34 = sp.symbols(
@@ -28,10 +29,10 @@ IDENTITY_TOL = sp.Float("1e-45", DIGITS)
 
 
 def test_generated_file_is_current() -> None:
-    """theory/erf_kernels.py is exactly what the derivation generates."""
-    target = Path(derive.__file__).with_name("erf_kernels.py")
+    """theory/activations/erf_kernels.py is exactly what the derivation generates."""
+    target = Path(derive.__file__).parent / "activations" / "erf_kernels.py"
     assert derive.generated_source() == target.read_text(), (
-        "theory/erf_kernels.py is out of date: run `python -m metaode.theory.derive`")
+        "theory/activations/erf_kernels.py is out of date: run `python -m metaode.theory.derive`")
 
 
 # --- derived expressions and evaluation points ---------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import erf
+from states import ERF
 
 from metaode.config import Config, ConfigError
 from metaode.simulations.fewshot import (
@@ -107,7 +108,7 @@ def test_second_order_gradients_match_finite_differences(adapt_J, steps, P):
     J, _, w, X, y, rng = one_task(10 * P + steps, P=P)
     N = X.shape[1]
     lam0, G = kernel_inputs(J, X, P)
-    loss, lb, wb = task_gradients(lam0, y, G, w, INNER_LR, steps, P, adapt_J, True)
+    loss, lb, wb = task_gradients(ERF, lam0, y, G, w, INNER_LR, steps, P, adapt_J, True)
     # the field-space forward pass is the weight-space one (same numbers up to rounding)
     ref = meta_loss(J, w, X, y, P, INNER_LR, steps, adapt_J)
     assert loss == pytest.approx(ref, rel=1e-12)
@@ -132,7 +133,7 @@ def test_first_order_gradient_is_the_gradient_at_the_adapted_parameters(adapt_J)
     J, _, w, X, y, rng = one_task(7, P=P)
     N = X.shape[1]
     lam0, G = kernel_inputs(J, X, P)
-    _, lb, wb = task_gradients(lam0, y, G, w, INNER_LR, steps, P, adapt_J, False)
+    _, lb, wb = task_gradients(ERF, lam0, y, G, w, INNER_LR, steps, P, adapt_J, False)
     assert np.all(lb[:P] == 0.0)  # first order: the query inputs only
     Ja, wa = weight_space_inner_loop(J, w, X, y, P, INNER_LR, steps, adapt_J)
     grad_J = lb.T @ X / np.sqrt(N)
@@ -151,7 +152,7 @@ def test_maml_adapted_fields_and_overlaps_match_the_explicit_networks():
     J, B, w, X, y, _ = one_task(3, P=P)
     N = X.shape[1]
     lam0, G = kernel_inputs(J, X, P)
-    lams, ws, shift = inner_loop_fields(lam0, y, G, w, INNER_LR, steps, P, True)
+    lams, ws, shift = inner_loop_fields(ERF, lam0, y, G, w, INNER_LR, steps, P, True)
     Jr, wr = J, w
     for r in range(steps + 1):
         # fields of every input (support and query) at every inner step, from lambda^(0) and G
@@ -195,7 +196,7 @@ def replay_steps(J, B, w, n_steps, seed, u0, task_std, noise, inner_lr, inner_st
                 zeta[i] = rng.standard_normal() if noise > 0.0 else 0.0
             y = g(X @ B.T / np.sqrt(N)) @ u + noise * zeta
             lam0, G = kernel_inputs(J, X, P)
-            _, lb, wb = task_gradients(lam0, y, G, w, inner_lr, inner_steps, P, adapt_J,
+            _, lb, wb = task_gradients(ERF, lam0, y, G, w, inner_lr, inner_steps, P, adapt_J,
                                        second_order)
             grad_J += lb.T @ X / np.sqrt(N)
             grad_w += wb
@@ -211,7 +212,7 @@ def test_fewshot_steps_follow_the_documented_draw_order_and_update(adapt_J, seco
     args = steps_args(adapt_J, second_order)
     J_ref, w_ref, rng_ref = replay_steps(J, B, w, 3, 11, *args)
     rng = np.random.default_rng(11)
-    fewshot_steps(J, B, w, *args, 3, rng)
+    fewshot_steps(ERF, J, B, w, *args, 3, rng)
     # the same arithmetic summed in another order: rounding ~1e-15 on O(1) entries
     np.testing.assert_allclose(J, J_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(w, w_ref, rtol=0, atol=1e-13)
@@ -225,7 +226,8 @@ def test_anil_and_maml_streams_are_paired(second_order):
     for adapt_J in (False, True):
         for inner_lr in (0.0, 0.5):
             J, w, rng = J0.copy(), w0.copy(), np.random.default_rng(4)
-            fewshot_steps(J, B, w, *steps_args(adapt_J, second_order, inner_lr=inner_lr), 20, rng)
+            fewshot_steps(ERF, J, B, w, *steps_args(adapt_J, second_order, inner_lr=inner_lr), 20,
+                          rng)
             out[adapt_J, inner_lr] = (J, w, rng.standard_normal())
     # inner_lr = 0: the first-layer inner step is an exact zero, so the runs agree bit for bit
     for a, b in zip(out[False, 0.0], out[True, 0.0], strict=True):
@@ -249,12 +251,14 @@ def test_adapted_error_approaches_the_population_theory_at_large_support():
     noise, inner_lr, steps = 0.1, 0.5, 2
     # One fixed task (task_std = 0), so the Monte Carlo spread comes from the support sets alone
     # (O(P^-1/2) per task) and the comparison resolves the O(1/P) finite-support bias.
-    pop = metatest_errors(J @ J.T / N, J @ B.T / N, B @ B.T / N, w, u0, 0.0, inner_lr, steps)[-1]
+    pop = metatest_errors(ERF, J @ J.T / N, J @ B.T / N, B @ B.T / N, w, u0, 0.0, inner_lr,
+                          steps)[-1]
     rng = np.random.default_rng(1)
     # the O(1/P) bias b(P) ~ a / P, measured at P = 50 (a = 0.011 +- 0.003: ~4 standard errors)
-    m50, se50, _ = adapted_error_mc(J, B, w, u0, 0.0, noise, inner_lr, steps, 50, False, 5000, rng)
-    m, se, before = adapted_error_mc(J, B, w, u0, 0.0, noise, inner_lr, steps, 2000, False, 400,
-                                     rng)
+    m50, se50, _ = adapted_error_mc(ERF, J, B, w, u0, 0.0, noise, inner_lr, steps, 50, False,
+                                    5000, rng)
+    m, se, before = adapted_error_mc(ERF, J, B, w, u0, 0.0, noise, inner_lr, steps, 2000, False,
+                                     400, rng)
     # P = 2000: within 4 standard errors plus the bias a / 2000 extrapolated from P = 50, doubled
     # to cover the statistical error of a (~20 %) and the O(1/P^2) terms.
     bias_bound = 2.0 * (abs(m50 - pop) + 2.0 * se50) * 50 / 2000
@@ -268,10 +272,10 @@ def test_error_before_adaptation_is_exact_and_tasks_are_sampled_right():
     N = J.shape[1]
     task_std = 0.5
     Q, R, T = J @ J.T / N, J @ B.T / N, B @ B.T / N
-    exact = metatest_errors(Q, R, T, w, u0, task_std, 0.5, 0)[0]
+    exact = metatest_errors(ERF, Q, R, T, w, u0, task_std, 0.5, 0)[0]
     # inner_steps = 0: the "after" Monte Carlo averages eps(w; u) over sampled heads u
     for adapt_J in (False, True):
-        m, se, before = adapted_error_mc(J, B, w, u0, task_std, 0.1, 0.5, 0, 2, adapt_J, 20000,
+        m, se, before = adapted_error_mc(ERF, J, B, w, u0, task_std, 0.1, 0.5, 0, 2, adapt_J, 20000,
                                          np.random.default_rng(2))
         assert before == pytest.approx(exact, rel=1e-12)  # the same quadratic form
         assert abs(m - exact) <= 4.0 * se  # 4 standard errors: a false alarm ~ 6e-5
@@ -307,7 +311,7 @@ def test_simulate_finite_support_records_mc_observables_without_disturbing_train
     for name in names + (["error_mc_stderr"] if algorithm == "maml" else []):
         assert np.all(np.isfinite(traj.observables[name])), name
     st, te = config.student, config.teacher
-    before0 = metatest_errors(st.Q0, st.R0, te.T, st.w0, te.u0, te.task_std, 0.5, 0)[0]
+    before0 = metatest_errors(ERF, st.Q0, st.R0, te.T, st.w0, te.u0, te.task_std, 0.5, 0)[0]
     # the networks start at exactly (Q0, R0, T): rounding ~1e-15
     assert traj.observables["error_before_adaptation"][0] == pytest.approx(before0, rel=1e-10)
     # the same seed without evaluations: identical states, so the eval stream is separate

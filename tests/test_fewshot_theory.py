@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import erf
-from states import random_state
+from states import ERF, random_state
 
 from metaode.config import Config
 from metaode.solvers.metatest import optimal_test_inner_lr
+from metaode.theory.activations.erf_fourpoint import path_rule
 from metaode.theory.anil import meta_gradient, metatest_errors
 from metaode.theory.fewshot import (
     four_point_tensor,
@@ -30,7 +31,6 @@ from metaode.theory.fewshot import (
     one_step_test_quadratic,
 )
 from metaode.theory.fields import error_blocks, field_covariance, task_basis
-from metaode.theory.fourpoint import path_rule
 from metaode.theory.metatest import adaptation_curve, metatest_curve
 from metaode.theory.state import pack
 from metaode.theory.support_mc import drift_of_terms, support_sample, support_terms
@@ -106,11 +106,11 @@ def test_second_order_gradient_finite_differences() -> None:
     Q, R, T, w, u0 = random_state(K, M, 5)
 
     def loss(Qp, Rp, wp):
-        return one_step_loss_and_gradient(Qp, Rp, T, wp, u0, TASK_STD, NOISE, INNER_LR, P_SMALL,
-                                          True, *RULE)[0]
+        return one_step_loss_and_gradient(ERF, Qp, Rp, T, wp, u0, TASK_STD, NOISE, INNER_LR,
+                                          P_SMALL, True, *RULE)[0]
 
-    _, G, H, wbar = one_step_loss_and_gradient(Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P_SMALL,
-                                               True, *RULE)
+    _, G, H, wbar = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR,
+                                               P_SMALL, True, *RULE)
     for name, ours, fd in zip(("G", "H", "wbar"), (G, H, wbar), fd_gradients(loss, Q, R, w),
                               strict=True):
         np.testing.assert_allclose(ours, fd, rtol=0, atol=FD_TOL, err_msg=name)
@@ -163,7 +163,7 @@ def test_first_order_gradient_finite_differences() -> None:
     plus 1/2 E[u^T E u] also reproduces L_P at the base state (same moments, to rounding)."""
     K, M = 3, 2
     Q, R, T, w, u0 = random_state(K, M, 5)
-    loss, G, H, wbar = one_step_loss_and_gradient(Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR,
+    loss, G, H, wbar = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR,
                                                   P_SMALL, False, *RULE)
     objective, constant = first_order_objective(Q, R, T, w, u0, P_SMALL)
     assert abs(objective(Q, R, np.zeros(K)) + constant - loss) <= 1e-14
@@ -200,9 +200,9 @@ def test_one_step_loss_against_monte_carlo() -> None:
     n = n_chunk * chunks
     mean = total / n
     se = np.sqrt((squares / n - mean**2) / (n - 1))
-    exact = one_step_loss_and_gradient(Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P, True,
+    exact = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P, True,
                                        *RULE)[0]
-    population = metatest_errors(Q, R, T, w, u0, TASK_STD, INNER_LR, 1)[1]
+    population = metatest_errors(ERF, Q, R, T, w, u0, TASK_STD, INNER_LR, 1)[1]
     assert abs(exact - mean) <= 5.0 * se, (exact, mean, se)
     assert abs(exact - population) > 100.0 * se
 
@@ -222,11 +222,11 @@ def test_exact_part_approaches_population_like_one_over_P(order: str) -> None:
     y = pack(Q, R, w)
     population = config_at(Q, R, T, w, u0, "population", order)
     drift_pop = rhs_parts(population, y)[0]
-    loss_pop = metatest_errors(Q, R, T, w, u0, TASK_STD, INNER_LR, 1)[1]
+    loss_pop = metatest_errors(ERF, Q, R, T, w, u0, TASK_STD, INNER_LR, 1)[1]
     scaled = []
     for P in (10, 100, 1000, 10**4):
         drift = rhs_parts(config_at(Q, R, T, w, u0, P, order), y)[0]
-        loss = one_step_loss_and_gradient(Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P,
+        loss = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P,
                                           order == "second", *RULE)[0]
         scaled.append(np.concatenate([[loss - loss_pop], drift - drift_pop]) * P)
     scaled = np.array(scaled)
@@ -268,7 +268,8 @@ def test_monte_carlo_theory_approaches_population() -> None:
 # --- Monte Carlo drift against the exact drift ----------------------------------------------------
 
 def drift_vector(Q, R, T, G, H, wbar, SQ, SR) -> np.ndarray:
-    """(dQ upper triangle, dR, dw) at lr = lr_head = 1 without the lr^2 term (MODEL.md §4)."""
+    """(dQ upper triangle, dR, dw) at lr = lr_head = 1 without the lr^2 term
+    (docs/model.md §9.3)."""
     X = 2.0 * G @ Q + H @ R.T + SQ
     K = Q.shape[0]
     return np.concatenate([-(X + X.T)[np.triu_indices(K)], -(2.0 * G @ R + H @ T + SR).ravel(),
@@ -285,23 +286,23 @@ def test_monte_carlo_drift_matches_exact_one_step(second_order: bool) -> None:
     (first order), so the check resolves the finite-P terms (asserted: > 20)."""
     K, M, P = 2, 2, P_SMALL
     Q, R, T, w, u0 = random_state(K, M, 5)
-    _, G, H, wbar = one_step_loss_and_gradient(Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P,
+    _, G, H, wbar = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P,
                                                second_order, *RULE)
     zero_Q, zero_R = np.zeros((K, K)), np.zeros((K, M))
     exact = drift_vector(Q, R, T, G, H, wbar, zero_Q, zero_R)
     U, S = task_basis(u0, TASK_STD)
-    Gp, Hp, wp, _ = meta_gradient(Q, R, T, w, U, S, INNER_LR, 1, second_order)
+    Gp, Hp, wp, _ = meta_gradient(ERF, Q, R, T, w, U, S, INNER_LR, 1, second_order)
     population = drift_vector(Q, R, T, Gp, Hp, wp, zero_Q, zero_R)
     sample = support_sample(K, M, P, u0, T, 20 * 2048, 20, 1000)
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(ERF, Q, R, T)
     F = four_point_tensor(field_covariance(Q, R, T), K, *RULE)
-    grads = support_terms(Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, 1, second_order, 1,
+    grads = support_terms(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, 1, second_order, 1,
                           sample.fields, sample.task, C, D, E, F, True, False)[0]
     batches = []
     for b in range(20):
         terms = grads[sample.stream == b].mean(axis=0)
         # drift_of_terms gives (loss, X + X^T, 2 G R + H T + SR, wbar); this test's sign: -
-        batches.append(-drift_of_terms(terms, Q, R, T, K, M)[1:])
+        batches.append(-drift_of_terms(ERF, terms, Q, R, T, K, M)[1:])
     batches = np.array(batches)
     mean = batches.mean(axis=0)
     se = batches.std(axis=0, ddof=1) / np.sqrt(len(batches))
@@ -324,11 +325,11 @@ def test_one_step_test_quadratic(P: int) -> None:
 
     def exact(eta):
         if P == 0:
-            return metatest_errors(Q, R, T, w, u0, TASK_STD, eta, 1)[1]
-        return one_step_loss_and_gradient(Q, R, T, w, u0, TASK_STD, NOISE, eta, P, True,
+            return metatest_errors(ERF, Q, R, T, w, u0, TASK_STD, eta, 1)[1]
+        return one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, eta, P, True,
                                           *RULE)[0]
 
-    L0, b, a = one_step_test_quadratic(Q, R, T, w, u0, TASK_STD, NOISE, P, *RULE)
+    L0, b, a = one_step_test_quadratic(ERF, Q, R, T, w, u0, TASK_STD, NOISE, P, *RULE)
     for eta in (0.2, 0.7, 1.5):
         assert abs(L0 - eta * b + 0.5 * eta**2 * a - exact(eta)) <= 1e-13
     eta_star = b / a

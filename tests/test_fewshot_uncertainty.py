@@ -20,13 +20,14 @@ import json
 import numpy as np
 import pytest
 from scipy.special import erf
-from states import random_state
+from states import ERF, random_state
 
+from metaode.cli import main
 from metaode.config import Config
 from metaode.solvers.integrate import controlled_columns, solve
+from metaode.theory.activations.erf_fourpoint import path_rule
 from metaode.theory.fewshot import four_point_tensor, one_step_loss_and_gradient
 from metaode.theory.fields import error_blocks, field_covariance
-from metaode.theory.fourpoint import path_rule
 from metaode.theory.state import column_names, pack, unpack
 from metaode.theory.support_mc import (
     support_sample,
@@ -34,7 +35,6 @@ from metaode.theory.support_mc import (
     symmetric_root,
 )
 from metaode.theory.system import build_system
-from metaode.validation.cli import main
 
 RULE = path_rule()
 
@@ -92,10 +92,10 @@ def test_support_set_terms_are_exact_in_the_task(noise: float) -> None:
     equal ``reference_terms`` to rounding (measured <= 2e-16; held to 1e-12)."""
     K, M, steps = 2, 2, 3
     Q, R, T, w, u0 = random_state(K, M, 3)
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(ERF, Q, R, T)
     F = four_point_tensor(field_covariance(Q, R, T), K, *RULE)
     sample = support_sample(K, M, 3, u0, T, 16, 2, 5)
-    grads = support_terms(Q, R, T, w, u0, 0.6, noise, 0.8, steps, False, 1, sample.fields,
+    grads = support_terms(ERF, Q, R, T, w, u0, 0.6, noise, 0.8, steps, False, 1, sample.fields,
                           sample.task, C, D, E, F, True, False)[0]
     root = symmetric_root(field_covariance(Q, R, T))
     for i in range(4):
@@ -142,7 +142,7 @@ def test_one_step_loss_and_drift_are_the_closed_form(order: str) -> None:
     config = fewshot_config(Q, R, T, w, u0, inner_steps=1, order=order, lr=1.0, lr_head=1.0)
     system = build_system(config)
     y = system.initial_state()
-    loss, G, H, wbar = one_step_loss_and_gradient(Q, R, T, w, u0, 0.6, 0.3, 0.8, 3,
+    loss, G, H, wbar = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, 0.6, 0.3, 0.8, 3,
                                                   order == "second", *RULE)
     assert abs(system.observables(y)["error"] - loss) <= 1e-12 * loss
     X = 2.0 * G @ Q + H @ R.T

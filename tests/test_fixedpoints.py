@@ -28,8 +28,9 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import brentq
+from states import ERF, sgd_i3_rhs
 
-import metaode.theory.erf_kernels as kernels
+import metaode.theory.activations.erf_kernels as kernels
 from metaode.config import Config
 from metaode.solvers.fixedpoints import (
     asymmetry,
@@ -42,7 +43,6 @@ from metaode.solvers.fixedpoints import (
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import fit_escape_law, measure_plateau, predicted_escape
 from metaode.theory.jacobian import central_difference_jacobian, jacobian, sgd_jacobian
-from metaode.theory.sgd import sgd_rhs
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import build_system
 from metaode.trajectory import SUCCESS
@@ -106,13 +106,14 @@ def test_sgd_jacobian_matches_central_differences(K: int, M: int, lr_head: float
     """
     for seed in range(2):
         y, args = random_sgd_arguments(K, M, lr_head, noise, seed)
-        exact = sgd_jacobian(y, *args)
+        exact = sgd_jacobian(ERF, y, *args)
         h = 1e-5
         numeric = np.empty_like(exact)
         for i in range(y.size):
             step = np.zeros(y.size)
             step[i] = h
-            numeric[:, i] = (sgd_rhs(y + step, *args) - sgd_rhs(y - step, *args)) / (2 * h)
+            numeric[:, i] = (sgd_i3_rhs(ERF, y + step, *args)
+                             - sgd_i3_rhs(ERF, y - step, *args)) / (2 * h)
         scale = np.abs(exact).max()
         assert np.abs(exact - numeric).max() <= 1e-7 * scale, np.abs(exact - numeric).max() / scale
 
@@ -129,7 +130,8 @@ def test_central_difference_jacobian_has_the_documented_accuracy() -> None:
         "training": {"algorithm": "sgd", "lr": lr, "lr_head": lr_head, "query": 2},
     }))
     exact = jacobian(system, y)
-    assert np.array_equal(exact, sgd_jacobian(y, *system.args))  # sgd dispatches to the exact one
+    # sgd dispatches to the exact one
+    assert np.array_equal(exact, sgd_jacobian(system.acts, y, *system.args))
     numeric = central_difference_jacobian(system, y)
     assert np.abs(exact - numeric).max() <= 1e-9 * np.abs(exact).max()
 

@@ -1,7 +1,7 @@
 """Four-point moments F = E[g(z1) g(z2) g(z3) g(z4)], g(z) = erf(z / sqrt 2), z ~ N(0, C).
 
-``theory.fourpoint.four_point`` (the path integral of Price's theorem along C_t, Gauss-Legendre in
-s with t = 1 - s^2) is checked against
+``theory.activations.erf_fourpoint.four_point`` (the path integral of Price's theorem along
+C_t, Gauss-Legendre in s with t = 1 - s^2) is checked against
 
 - Monte Carlo with 10^7 samples (fixed seed, chunks of 10^6), tolerance 5 standard errors of the
   Monte Carlo mean computed from the same samples, on three random 4 x 4 covariances and on the
@@ -27,8 +27,13 @@ from numba import njit
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
 
+from metaode.theory.activations.erf_fourpoint import (
+    DEFAULT_NODES,
+    four_point,
+    linear_pair,
+    path_rule,
+)
 from metaode.theory.fewshot import four_point_gradient, four_point_tensor
-from metaode.theory.fourpoint import DEFAULT_NODES, four_point, linear_pair, path_rule
 
 RULE = path_rule()
 FINE_RULE = path_rule(4 * DEFAULT_NODES)

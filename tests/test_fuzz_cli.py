@@ -37,8 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from states import one_line
 
+from metaode.cli import main
 from metaode.config import SCHEMA, Config, ConfigError
-from metaode.validation.cli import main
 
 #: runs ``metaode`` in-process: argv -> (exit status, what it wrote on stderr)
 Runner = Callable[[list[str]], tuple[int, str]]

@@ -1,4 +1,5 @@
-"""The numba kernels of ``theory.erf_kernels`` against independent numerical integration.
+"""The numba kernels of ``theory.activations.erf_kernels`` against independent numerical
+integration.
 
 g(z) = erf(z / sqrt 2), g'(z) = sqrt(2 / pi) exp(-z^2 / 2), z ~ N(0, C). Reference values are
 tensor-product Gauss-Hermite sums over z = L xi, L the Cholesky factor of C (of C with its rows
@@ -19,8 +20,9 @@ import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
+from states import ERF
 
-from metaode.theory.erf_kernels import I2, I3, I4, J2, dI2_dc11, dI2_dc12, dI2_dc22
+from metaode.theory.activations.erf_kernels import I2, I3, I4, J2, dI2_dc11, dI2_dc12, dI2_dc22
 from metaode.theory.fields import diffusion, field_covariance, population_error
 
 SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
@@ -364,7 +366,7 @@ def test_diffusion_deterministic_head(K: int, M: int) -> None:
     n = K + M
     noise = 0.3
     expected = _phi_given_head(mean[None], _i4_tensor(omega, K), _j2_matrix(omega, K), K, noise)[0]
-    phi = diffusion(omega, K, mean, np.zeros((n, n)), noise)
+    phi = diffusion(ERF, omega, K, mean, np.zeros((n, n)), noise)
     np.testing.assert_allclose(phi, expected, rtol=1e-12, atol=1e-14)
 
 
@@ -375,8 +377,8 @@ def test_diffusion_noise_term() -> None:
     omega, mean, V = _pair_problem(K, M, 1)
     cov = V @ V.T
     noise = 0.7
-    with_noise = diffusion(omega, K, mean, cov, noise)
-    without = diffusion(omega, K, mean, cov, 0.0)
+    with_noise = diffusion(ERF, omega, K, mean, cov, noise)
+    without = diffusion(ERF, omega, K, mean, cov, 0.0)
     second = (np.outer(mean, mean) + cov)[:K, :K]
     np.testing.assert_allclose(with_noise - without, noise**2 * _j2_matrix(omega, K) * second,
                                rtol=0, atol=1e-12 * np.max(np.abs(with_noise)))
@@ -393,7 +395,7 @@ def test_diffusion_task_average_exact(K: int, M: int) -> None:
     heads = (mean[:, None] + V @ xi).T
     phi_heads = _phi_given_head(heads, _i4_tensor(omega, K), _j2_matrix(omega, K), K, noise)
     expected = np.einsum("s,skl->kl", weights, phi_heads)
-    phi = diffusion(omega, K, mean, V @ V.T, noise)
+    phi = diffusion(ERF, omega, K, mean, V @ V.T, noise)
     np.testing.assert_allclose(phi, expected, rtol=0, atol=1e-11 * np.max(np.abs(expected)))
 
 
@@ -408,7 +410,7 @@ def test_diffusion_monte_carlo(K: int, M: int) -> None:
     samples = _phi_given_head(heads, _i4_tensor(omega, K), _j2_matrix(omega, K), K, noise)
     estimate = samples.mean(axis=0)
     stderr = samples.std(axis=0, ddof=1) / np.sqrt(len(samples))
-    phi = diffusion(omega, K, mean, V @ V.T, noise)
+    phi = diffusion(ERF, omega, K, mean, V @ V.T, noise)
     assert np.all(np.abs(phi - estimate) <= 5.0 * stderr), (phi, estimate, stderr)
 
 
@@ -426,5 +428,5 @@ def test_population_error_monte_carlo() -> None:
     fields = rng.standard_normal((1_000_000, K + M)) @ np.linalg.cholesky(omega).T
     samples = 0.5 * (g(fields[:, :K]) @ w - g(fields[:, K:]) @ u) ** 2
     stderr = samples.std(ddof=1) / np.sqrt(len(samples))
-    eps = population_error(Q, R, T, w, u)
+    eps = population_error(ERF, Q, R, T, w, u)
     assert abs(eps - samples.mean()) <= 5.0 * stderr, (eps, samples.mean(), stderr)

@@ -1,4 +1,4 @@
-"""maml against anil on paired streams (MODEL.md §3 "maml"), measured on the order parameters.
+"""maml against anil on paired streams (docs/model.md §11), measured on the order parameters.
 
 The two algorithms consume identical draws (tests/test_fewshot_simulation.py checks it), so the gap
 max_t |y_maml - y_anil| is free of the O(N^-1/2) sampling noise that separates independent runs.

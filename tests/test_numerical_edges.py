@@ -18,6 +18,7 @@ import re
 import numpy as np
 import pytest
 
+from metaode.cli import main
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.io import read_csv
 from metaode.simulations.run import simulate
@@ -26,7 +27,6 @@ from metaode.theory.sgd import SGDSystem
 from metaode.theory.state import unpack
 from metaode.theory.system import build_system, state_problem
 from metaode.trajectory import DIVERGED, SUCCESS
-from metaode.validation.cli import main
 
 SGD = {
     "teacher": {"M": 2},

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from metaode.cli import main
+from metaode.cli.common import RESULT_PATTERNS
 from metaode.config import Config
-from metaode.validation.cli import RESULT_PATTERNS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "validation" / "default.toml"

@@ -1,4 +1,4 @@
-"""The sgd theory reproduces published results (MODEL.md §5).
+"""The sgd theory reproduces published results (docs/model.md §17).
 
 Saad & Solla, PRL 74, 4337 and PRE 52, 4225 (1995): the erf soft committee machine (K = M, heads
 fixed at 1, T = I) learning from an almost symmetric start gets stuck on the symmetric plateau,

@@ -1,4 +1,4 @@
-"""The sgd ODEs against simulations of wide networks (MODEL.md §4, thermodynamic limit).
+"""The sgd ODEs against simulations of wide networks (docs/model.md §7, thermodynamic limit).
 
 For a config with explicit (Q0, R0, w0) the simulation starts exactly at the ODE's initial state.
 At width N each simulated quantity (every entry of Q, R, w, and the error computed from them) is

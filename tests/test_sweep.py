@@ -23,6 +23,7 @@ import pytest
 from states import SHORT_ANIL_TOML, one_line
 
 import metaode.solvers.sweep
+from metaode.cli import main
 from metaode.config import Config, ConfigError
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import measure_plateau
@@ -41,7 +42,6 @@ from metaode.solvers.sweep import (
 from metaode.theory.sgd import SGDSystem
 from metaode.theory.system import build_system
 from metaode.trajectory import Trajectory
-from metaode.validation.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -257,7 +257,7 @@ def test_resume_after_sigkill(config_path, tmp_path, capsys):
     params = ["--param", "training.inner_lr=0.25:2:8:log", "--param", "training.lr=0.5:2:8"]
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert main(["sweep", str(config_path), *params, "--out", str(ref), "--quiet"]) == 0
-    argv = [sys.executable, "-m", "metaode.validation.cli", "sweep", str(config_path), *params,
+    argv = [sys.executable, "-m", "metaode", "sweep", str(config_path), *params,
             "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / JOURNAL

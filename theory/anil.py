@@ -1,4 +1,4 @@
-"""ANIL with a population inner loop (MODEL.md §3 "anil", §4): the meta-learning ODEs.
+"""ANIL with a population inner loop (docs/model.md §4.2, §8): the meta-learning ODEs.
 
 Inner loop. With the population support loss, w^(r+1) = w^(r) - inner_lr (C w^(r) - D u), so the
 adapted head after s steps is w' = A w + F u with P = I - inner_lr C, A = P^s and
@@ -21,7 +21,7 @@ reverse accumulation (``inner_loop_vjp``): Zbar^(s) = (C Z - D U) S, Cbar = 1/2 
 Zbar^(r) = P Zbar^(r+1), wbar = Zbar^(0) e_0. First order: w' is held fixed, so only the direct
 terms Cbar = 1/2 Z S Z^T, Dbar = -Z S U^T remain and wbar = E_tau[dEps/dw'] = (C Z - D U) e_0.
 ``chain_to_overlaps`` pushes (Cbar, Dbar) through C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk,
-T_mm, R_km) to G = dL/dQ (symmetrised) and H = dL/dR, and (MODEL.md §4)
+T_mm, R_km) to G = dL/dQ (symmetrised) and H = dL/dR, and (docs/model.md §5.2)
 
     dR/dalpha = -lr (2 G R + H T),   dQ/dalpha = -lr (X + X^T) + lr^2 / (query meta_batch) Phi,
     X = 2 G Q + H R^T,               dw/dalpha = -lr_head wbar,
@@ -36,9 +36,10 @@ import numpy as np
 from numba import njit
 
 from metaode.config import Config
-from metaode.theory.erf_kernels import dI2_dc11, dI2_dc12, dI2_dc22
+from metaode.theory.activations import Activations
 from metaode.theory.fields import diffusion, error_blocks, field_covariance, task_basis
-from metaode.theory.state import pack, unpack
+from metaode.theory.flow import chain_to_overlaps, overlap_flow
+from metaode.theory.state import unpack
 from metaode.theory.system import ODESystem
 
 
@@ -84,31 +85,6 @@ def inner_loop_vjp(Zs: np.ndarray, C: np.ndarray, U: np.ndarray, inner_lr: float
 
 
 @njit(cache=True)
-def chain_to_overlaps(Q: np.ndarray, R: np.ndarray, T: np.ndarray, Cbar: np.ndarray,
-                      Dbar: np.ndarray):
-    """(G, H) = (dL/dQ, dL/dR) from (Cbar, Dbar) = (dL/dC, dL/dD).
-
-    Every ordered entry is its own function: C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk, T_mm,
-    R_km), with all K^2 entries of Q independent; G is then symmetrised, i.e. L is evaluated on
-    (Q + Q^T) / 2 as MODEL.md §4 prescribes.
-    """
-    K, M = R.shape
-    G = np.zeros((K, K))
-    H = np.zeros((K, M))
-    for k in range(K):
-        for l in range(K):
-            a, b, c = Q[k, k], Q[l, l], Q[k, l]
-            G[k, k] += Cbar[k, l] * dI2_dc11(a, b, c)
-            G[l, l] += Cbar[k, l] * dI2_dc22(a, b, c)
-            G[k, l] += Cbar[k, l] * dI2_dc12(a, b, c)
-        for m in range(M):
-            a, b, c = Q[k, k], T[m, m], R[k, m]
-            G[k, k] += Dbar[k, m] * dI2_dc11(a, b, c)
-            H[k, m] += Dbar[k, m] * dI2_dc12(a, b, c)
-    return 0.5 * (G + G.T), H
-
-
-@njit(cache=True)
 def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.ndarray,
               S: np.ndarray) -> float:
     """E_tau eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U)."""
@@ -117,9 +93,9 @@ def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.
 
 
 @njit(cache=True)
-def meta_gradient(Q, R, T, w, U, S, inner_lr, steps, second_order):
+def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
     """(G, H, wbar, Zs) for L_meta at (Q, R, w): the drift's gradients (module docstring)."""
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     Zs = inner_loop(C, D, w, U, inner_lr, steps)
     Z = Zs[steps]
     resid = (C @ Z - D @ U) * S  # (C Z - D U) S, S diagonal: scale the columns
@@ -131,7 +107,7 @@ def meta_gradient(Q, R, T, w, U, S, inner_lr, steps, second_order):
         Dbar += Db
     else:
         wbar = resid[:, 0].copy()
-    G, H = chain_to_overlaps(Q, R, T, Cbar, Dbar)
+    G, H = chain_to_overlaps(acts, Q, R, T, Cbar, Dbar)
     return G, H, wbar, Zs
 
 
@@ -150,25 +126,24 @@ def adapted_head_moments(Z: np.ndarray, U: np.ndarray, task_std: float):
 
 
 @njit(cache=True)
-def anil_rhs(y: np.ndarray, K: int, M: int, T: np.ndarray, u0: np.ndarray, task_std: float,
-             noise: float, inner_lr: float, steps: int, second_order: bool, lr: float,
-             lr_head: float, batch: int) -> np.ndarray:
-    """dy/dalpha of the ANIL ODEs (module docstring), y = pack(Q, R, w)."""
+def anil_rhs(acts: Activations, y: np.ndarray, K: int, M: int, T: np.ndarray, u0: np.ndarray,
+             task_std: float, noise: float, inner_lr: float, steps: int, second_order: bool,
+             lr: float, lr_head: float, batch: int) -> np.ndarray:
+    """dy/dalpha of the ANIL ODEs (module docstring), y = pack(Q, R, w): ``overlap_flow`` of the
+    meta-gradient and of the diffusion term of the adapted head."""
     Q, R, w = unpack(y, K, M)
     U, S = task_basis(u0, task_std)
-    G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, inner_lr, steps, second_order)
-    X = 2.0 * G @ Q + H @ R.T
+    G, H, wbar, Zs = meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order)
     mean, cov = adapted_head_moments(Zs[steps], U, task_std)
-    phi = diffusion(field_covariance(Q, R, T), K, mean, cov, noise)
-    dQ = -lr * (X + X.T) + (lr * lr / batch) * phi
-    dR = -lr * (2.0 * G @ R + H @ np.ascontiguousarray(T))
-    return pack(dQ, dR, -lr_head * wbar)
+    phi = diffusion(acts, field_covariance(Q, R, T), K, mean, cov, noise)
+    return overlap_flow(Q, R, T, G, H, np.zeros((K, K)), np.zeros((K, M)), wbar, phi, lr,
+                        lr_head, batch)
 
 
 @njit(cache=True)
-def metatest_errors(Q, R, T, w, u0, task_std, inner_lr, max_steps):
+def metatest_errors(acts, Q, R, T, w, u0, task_std, inner_lr, max_steps):
     """E_tau eps(w^(r); u_tau) for r = 0..max_steps adaptation steps on the population loss."""
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     U, S = task_basis(u0, task_std)
     Zs = inner_loop(C, D, w, U, inner_lr, max_steps)
     out = np.empty(max_steps + 1)
@@ -191,11 +166,11 @@ class ANILSystem(ODESystem):
                      float(tr.lr_head), int(tr.query * tr.meta_batch))
 
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return anil_rhs(y, *self.args)
+        return anil_rhs(self.acts, y, *self.args)
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)
-        errors = metatest_errors(Q, R, self.T, w, self.u0, self.task_std, self.inner_lr,
-                                 self.steps)
+        errors = metatest_errors(self.acts, Q, R, self.T, w, self.u0, self.task_std,
+                                 self.inner_lr, self.steps)
         return {"error": float(errors[-1]), "error_before_adaptation": float(errors[0]),
                 **self.common_observables(Q, R, w)}

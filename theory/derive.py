@@ -19,7 +19,8 @@ From them (nothing typed in by hand):
   derived expressions), for the exact Jacobian of the ODEs (``theory.jacobian``): one kernel per
   integral returning the tuple of partial derivatives in argument order.
 
-``python -m metaode.theory.derive`` writes the numba kernels to ``theory/erf_kernels.py``;
+``python -m metaode.theory.derive`` writes the numba kernels to
+``theory/activations/erf_kernels.py``;
 ``tests/test_derivation.py`` re-derives them and checks that the committed file is current.
 """
 
@@ -191,7 +192,7 @@ def kernel_specs() -> list[tuple[str, sp.Expr | tuple[sp.Expr, ...], list[sp.Sym
 
 
 def generated_source() -> str:
-    """The full text of theory/erf_kernels.py."""
+    """The full text of theory/activations/erf_kernels.py."""
     blocks = [HEADER.rstrip()]
     for name, expr, args, doc in kernel_specs():
         blocks.append(_function_source(name, expr, args, doc))
@@ -201,7 +202,7 @@ def generated_source() -> str:
 def main() -> None:
     from pathlib import Path
 
-    target = Path(__file__).with_name("erf_kernels.py")
+    target = Path(__file__).parent / "activations" / "erf_kernels.py"
     target.write_text(generated_source())
     print(f"wrote {target}")
 

@@ -1,4 +1,4 @@
-"""Few-shot ANIL: the inner loop on P support examples (MODEL.md §3 "anil", §4 last point).
+"""Few-shot ANIL: the inner loop on P support examples (docs/model.md §4.2, §9).
 
 With a finite support set the adapted head is random. For one task (head u, c = (w, -u)) write
 phi_p = g(lambda_p), psi_p = g(nu_p) for the fields of the P support examples,
@@ -9,7 +9,8 @@ Exact part (inner_steps = 1). w' = w - inner_lr mean_p phi_p Delta0_p with
 Delta0 = phi . w - psi . u - noise zeta, whose mean is v = C w - D u, so E_S w' is the population
 adapted head and Cov_S w' = (inner_lr^2 / P) (E[phi phi^T Delta0^2] - v v^T), with
 E[phi_k phi_l Delta0^2] = sum_ab c_a c_b F_klab + noise^2 C_kl and F_klab = E[g(z_k) g(z_l) g(z_a)
-g(z_b)] the four-point moments (theory.fourpoint). As eps is quadratic in w' with Hessian C,
+g(z_b)] the four-point moments (theory.activations.erf_fourpoint). As eps is quadratic in w'
+with Hessian C,
 
     L_P = L_meta^pop + inner_lr^2 / (2 P) Xi,
     Xi  = E_u[ sum_kl C_kl (sum_ab c_a c_b F_klab + noise^2 C_kl) - v^T C v ],
@@ -35,8 +36,8 @@ import numpy as np
 from numba import njit
 
 from metaode.config import Config
+from metaode.theory.activations.erf_fourpoint import four_point, pair_i4, path_rule
 from metaode.theory.anil import (
-    chain_to_overlaps,
     inner_loop,
     meta_gradient,
     meta_loss,
@@ -49,7 +50,7 @@ from metaode.theory.fields import (
     signed_i4_tensor,
     task_basis,
 )
-from metaode.theory.fourpoint import four_point, pair_i4, path_rule
+from metaode.theory.flow import chain_to_overlaps
 from metaode.theory.state import unpack
 from metaode.theory.support_mc import (
     SupportSample,
@@ -183,12 +184,12 @@ def support_fluctuation(C, D, F, w, u0, task_std, noise):
 
 
 @njit(cache=True)
-def one_step_test_quadratic(Q, R, T, w, u0, task_std, noise, P, nodes, weights):
+def one_step_test_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, nodes, weights):
     """(L0, b, a) with E_{tau,S} eps(w - eta ghat0; u) = L0 - eta b + 1/2 eta^2 a, exactly:
     b = E_u |v|^2 and a = E_u[v^T C v] + Xi / P (P = 0 means the population support, Xi / P = 0).
     The error after one test step is minimal at eta* = b / a."""
     K = R.shape[0]
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     F = four_point_tensor(field_covariance(Q, R, T), K, nodes, weights)
     _, _, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
     U, S = task_basis(u0, task_std)
@@ -200,18 +201,18 @@ def one_step_test_quadratic(Q, R, T, w, u0, task_std, noise, P, nodes, weights):
 
 
 @njit(cache=True)
-def one_step_loss_and_gradient(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order,
+def one_step_loss_and_gradient(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order,
                                nodes, weights):
     """(L_P, G, H, wbar) for inner_steps = 1 on P support examples, exact (module docstring)."""
     F = four_point_tensor(field_covariance(Q, R, T), R.shape[0], nodes, weights)
-    return one_step_terms(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F)
+    return one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F)
 
 
 @njit(cache=True)
-def one_step_terms(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F):
+def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F):
     """``one_step_loss_and_gradient`` with the four-point tensor F of Omega given."""
     K, M = R.shape
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     U, S = task_basis(u0, task_std)
     G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, inner_lr, 1, second_order)
     loss = meta_loss(Zs[1], C, D, E, U, S)
@@ -222,14 +223,14 @@ def one_step_terms(Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F
     if not second_order:
         # first order: only Cbar = 1/2 E[w' w'^T] changes, by 1/2 Cov_S(w')
         cov = 2.0 * coef * (Y + noise**2 * C - Evv)
-        G2, H2 = chain_to_overlaps(Q, R, T, 0.5 * cov, np.zeros((K, M)))
+        G2, H2 = chain_to_overlaps(acts, Q, R, T, 0.5 * cov, np.zeros((K, M)))
         return loss, G + G2, H + H2, wbar
     Cv0 = C @ v0
     dV_dC = 2.0 * np.outer(Cv0, w) + Evv
     dV_dD = -2.0 * np.outer(Cv0, u0) + 2.0 * task_std**2 * (C @ D)
     Cbar = coef * (Y + 2.0 * noise**2 * C - dV_dC)
     Dbar = -coef * dV_dD
-    G2, H2 = chain_to_overlaps(Q, R, T, Cbar, Dbar)
+    G2, H2 = chain_to_overlaps(acts, Q, R, T, Cbar, Dbar)
     Fbar = np.empty_like(F)
     for k in range(K):
         for l in range(K):
@@ -295,34 +296,35 @@ class FewShotANILSystem(ODESystem):
         variates (the one-step terms of ``one_step_terms`` and the support moments, mean C and D).
         """
         K, M = self.K, self.M
-        C, D, E = error_blocks(Q, R, self.T)
+        C, D, E = error_blocks(self.acts, Q, R, self.T)
         omega = field_covariance(Q, R, self.T)
         F = four_point_tensor(omega, K, self.nodes, self.weights)
-        loss1, G1, H1, wbar1 = one_step_terms(Q, R, self.T, w, self.u0, self.task_std,
-                                              self.noise, self.inner_lr, self.P, self.second, F)
+        loss1, G1, H1, wbar1 = one_step_terms(self.acts, Q, R, self.T, w, self.u0,
+                                              self.task_std, self.noise, self.inner_lr, self.P,
+                                              self.second, F)
         drift = drift_vector(loss1, G1, H1, np.zeros((K, K)), np.zeros((K, M)), wbar1, Q, R,
                              self.T)
         several = self.steps > 1
         if not (several or lr2_term):
             return drift, None
         grads, grads1, hats, M4, M2, SD = support_terms(
-            Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr, self.steps,
-            self.second, self.query, self.sample.fields, self.sample.task, C, D, E, F, several,
-            lr2_term)
+            self.acts, Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr,
+            self.steps, self.second, self.query, self.sample.fields, self.sample.task, C, D, E, F,
+            several, lr2_term)
         if several:
-            L = drift_map(Q, R, self.T, K, M)
+            L = drift_map(self.acts, Q, R, self.T, K, M)
             known = np.concatenate([drift, C[np.triu_indices(K)], D.ravel()])
             drift = controlled_mean(grads @ L.T, np.hstack([grads1 @ L.T, hats]), known)
         if not lr2_term:
             return drift, None
         n = self.sample.size
-        phi = (diffusion_from_moments(omega, signed_i4_tensor(omega, K), M4 / n, M2 / n,
-                                      self.noise) / self.query + SD / n)
+        phi = (diffusion_from_moments(self.acts, omega, signed_i4_tensor(self.acts, omega, K),
+                                      M4 / n, M2 / n, self.noise) / self.query + SD / n)
         return drift, phi
 
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
         """dQ = -lr (X + X^T) + lr^2 / meta_batch Phi, dR = -lr (2 G R + H T + SR),
-        dw = -lr_head wbar (MODEL.md §4, ``theory.support_mc.drift_vector``)."""
+        dw = -lr_head wbar (docs/model.md §9.3, ``theory.support_mc.drift_vector``)."""
         Q, R, w = unpack(y, self.K, self.M)
         drift, phi = self._estimate(Q, R, w, True)
         nq, nr = self.K * (self.K + 1) // 2, self.K * self.M
@@ -335,6 +337,7 @@ class FewShotANILSystem(ODESystem):
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)
         loss = self._estimate(Q, R, w, False)[0][0]
-        before = metatest_errors(Q, R, self.T, w, self.u0, self.task_std, self.inner_lr, 0)[0]
+        before = metatest_errors(self.acts, Q, R, self.T, w, self.u0, self.task_std,
+                                 self.inner_lr, 0)[0]
         return {"error": float(loss), "error_before_adaptation": float(before),
                 **self.common_observables(Q, R, w)}

@@ -1,8 +1,8 @@
 """Local fields and the population error, shared by every algorithm.
 
 The local fields z = (lambda_1..lambda_K, nu_1..nu_M) of one input are jointly Gaussian with
-covariance Omega = [[Q, R], [R^T, T]] (MODEL.md §2). Index a < K is student unit a, index K + m is
-teacher unit m. The head of the pair network is c = (w, -u), so that the error signal is
+covariance Omega = [[Q, R], [R^T, T]] (docs/model.md §3). Index a < K is student unit a, index
+K + m is teacher unit m. The head of the pair network is c = (w, -u), so that the error signal is
 Delta = yhat - y = sum_a c_a g(z_a) - noise zeta.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from metaode.theory.erf_kernels import I2, I4, J2
+from metaode.theory.activations import I2, I4, J2, Activations
 
 
 @njit(cache=True)
@@ -27,64 +27,78 @@ def field_covariance(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def i2_matrix(omega: np.ndarray) -> np.ndarray:
-    """I2(Omega)_ab = E[g(z_a) g(z_b)] = (2/pi) asin(Omega_ab / sqrt((1+Omega_aa)(1+Omega_bb)))."""
+def i2_matrix(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray:
+    """I2(Omega)_ab = E[g_a(z_a) g_b(z_b)], g_a the student's activation for a < K and the
+    teacher's for a >= K (erf: (2/pi) asin(Omega_ab / sqrt((1+Omega_aa)(1+Omega_bb))))."""
     n = omega.shape[0]
     out = np.empty((n, n))
     for a in range(n):
         for b in range(a, n):
-            out[a, b] = out[b, a] = I2(omega[a, a], omega[b, b], omega[a, b])
+            if b < K:
+                v = I2(acts.student, acts.student, omega[a, a], omega[b, b], omega[a, b])
+            elif a < K:
+                v = I2(acts.student, acts.teacher, omega[a, a], omega[b, b], omega[a, b])
+            else:
+                v = I2(acts.teacher, acts.teacher, omega[a, a], omega[b, b], omega[a, b])
+            out[a, b] = out[b, a] = v
     return out
 
 
 @njit(cache=True)
-def error_blocks(Q: np.ndarray, R: np.ndarray, T: np.ndarray):
-    """(C, D, E) of MODEL.md §2: C = I2 over student pairs, D student-teacher, E teacher pairs."""
+def error_blocks(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray):
+    """(C, D, E) of docs/model.md §3: C = I2 over student pairs, D student-teacher, E teacher
+    pairs."""
     K = Q.shape[0]
-    full = i2_matrix(field_covariance(Q, R, T))
+    full = i2_matrix(acts, field_covariance(Q, R, T), K)
     return full[:K, :K].copy(), full[:K, K:].copy(), full[K:, K:].copy()
 
 
 @njit(cache=True)
-def population_error(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray,
-                     u: np.ndarray) -> float:
+def population_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
+                     w: np.ndarray, u: np.ndarray) -> float:
     """eps(w; u) = 1/2 [w^T C w - 2 w^T D u + u^T E u], without the noise^2 / 2 floor."""
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     return 0.5 * (w @ C @ w - 2.0 * w @ D @ u + u @ E @ u)
 
 
 @njit(cache=True)
-def signed_i4_tensor(omega: np.ndarray, K: int) -> np.ndarray:
-    """W[k, l, a, b] = S_a S_b I4(k, l, a, b), I4(k, l, a, b) = E[g'(z_k) g'(z_l) g(z_a) g(z_b)],
-    with S_a = +1 for a student field (a < K) and -1 for a teacher field (c = (w', -u) = S y)."""
+def signed_i4_tensor(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray:
+    """W[k, l, a, b] = S_a S_b I4(k, l, a, b), I4(k, l, a, b) = E[g'(z_k) g'(z_l) g_a(z_a)
+    g_b(z_b)], with S_a = +1 for a student field (a < K) and -1 for a teacher field
+    (c = (w', -u) = S y); g' the student's, g_a as in ``i2_matrix``."""
     n = omega.shape[0]
     W = np.empty((K, K, n, n))
     for k in range(K):
         for l in range(k, K):
             for a in range(n):
                 for b in range(a, n):
-                    sign = (1.0 if a < K else -1.0) * (1.0 if b < K else -1.0)
-                    v = sign * I4(omega[k, k], omega[l, l], omega[a, a], omega[b, b],
-                                  omega[k, l], omega[k, a], omega[k, b], omega[l, a],
-                                  omega[l, b], omega[a, b])
+                    args = (omega[k, k], omega[l, l], omega[a, a], omega[b, b], omega[k, l],
+                            omega[k, a], omega[k, b], omega[l, a], omega[l, b], omega[a, b])
+                    if b < K:
+                        v = I4(acts.student, acts.student, acts.student, *args)
+                    elif a < K:
+                        v = -I4(acts.student, acts.student, acts.teacher, *args)
+                    else:
+                        v = I4(acts.student, acts.teacher, acts.teacher, *args)
                     W[k, l, a, b] = W[l, k, a, b] = W[k, l, b, a] = W[l, k, b, a] = v
     return W
 
 
 @njit(cache=True)
-def diffusion_from_moments(omega: np.ndarray, W: np.ndarray, M4: np.ndarray, M2: np.ndarray,
-                           noise: float) -> np.ndarray:
+def diffusion_from_moments(acts: Activations, omega: np.ndarray, W: np.ndarray, M4: np.ndarray,
+                           M2: np.ndarray, noise: float) -> np.ndarray:
     """Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ)
         = sum_ab W[k, l, a, b] E[y_a y_b y_k y_l] + noise^2 J2(k, l) E[y_k y_l]
     for y = (w', u) with M4[k, l, a, b] = E[y_k y_l y_a y_b] and M2[k, l] = E[y_k y_l]
-    (MODEL.md §4); W from ``signed_i4_tensor``.
+    (docs/model.md §5.3); W from ``signed_i4_tensor``.
     """
     K = W.shape[0]
     out = np.empty((K, K))
     for k in range(K):
         for l in range(k, K):
             out[k, l] = out[l, k] = (np.sum(W[k, l] * M4[k, l])
-                                     + noise**2 * J2(omega[k, k], omega[l, l], omega[k, l])
+                                     + noise**2 * J2(acts.student, omega[k, k], omega[l, l],
+                                                     omega[k, l])
                                      * M2[k, l])
     return out
 
@@ -126,7 +140,7 @@ def symmetrise_pairs(M4: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
+def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
               noise: float) -> np.ndarray:
     """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks
     (``cov`` zero for one fixed task), with the moments of ``add_fourth_moments``."""
@@ -134,7 +148,7 @@ def diffusion(omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
     M4, M2 = np.zeros((K, K, n, n)), np.zeros((K, K))
     add_fourth_moments(mean, cov, K, M4, M2)
     symmetrise_pairs(M4)
-    return diffusion_from_moments(omega, signed_i4_tensor(omega, K), M4, M2, noise)
+    return diffusion_from_moments(acts, omega, signed_i4_tensor(acts, omega, K), M4, M2, noise)
 
 
 @njit(cache=True)
@@ -151,10 +165,10 @@ def task_basis(u0: np.ndarray, task_std: float):
     return U, S
 
 
-def representation_error(Q: np.ndarray, R: np.ndarray, T: np.ndarray, u0: np.ndarray,
-                         task_std: float) -> float:
+def representation_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
+                         u0: np.ndarray, task_std: float) -> float:
     """E_tau min_w eps(w; u_tau) = 1/2 tr(S U^T (E - D^T C^+ D) U): the best head per task."""
-    C, D, E = error_blocks(Q, R, T)
+    C, D, E = error_blocks(acts, Q, R, T)
     U, S = task_basis(np.asarray(u0, float), task_std)
     schur = E - D.T @ np.linalg.lstsq(C, D, rcond=1e-12)[0]
     return 0.5 * float(np.sum(S * np.einsum("mj,mn,nj->j", U, schur, U)))

@@ -27,10 +27,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from metaode.theory.erf_kernels import (
+from metaode.theory.activations import (
     I3,
     I4,
     J2,
+    Activations,
     I3_gradient,
     I4_gradient,
     J2_gradient,
@@ -74,9 +75,13 @@ def _scatter(row: np.ndarray, index: np.ndarray, coef: float, grad, ps, qs) -> N
 
 
 @njit(cache=True)
-def sgd_jacobian(y: np.ndarray, K: int, M: int, T: np.ndarray, u: np.ndarray, noise: float,
-                 lr: float, lr_head: float, batch: int) -> np.ndarray:
-    """Exact Jacobian d(sgd_rhs)/dy at y (the arguments of ``theory.sgd.sgd_rhs``)."""
+def sgd_jacobian(acts: Activations, y: np.ndarray, K: int, M: int, T: np.ndarray, u: np.ndarray,
+                 noise: float, lr: float, lr_head: float, batch: int) -> np.ndarray:
+    """Exact Jacobian dy'/dy of the sgd flow at y (``theory.sgd.SGDSystem.args``), from its
+    I3 form: dR_km = -lr w_k F_k,K+m, dQ_kl = -lr (w_k F_kl + w_l F_lk) + lr^2 / batch w_k w_l
+    P_kl, dw_k = -lr_head sum_a c_a I2(k, a), F_kb = sum_a c_a I3(k, b, a) (Stein's lemma turns
+    the gradient of ``theory.flow`` into this form)."""
+    s, t = acts.student, acts.teacher
     Q, R, w = unpack(y, K, M)
     omega = field_covariance(Q, R, T)
     n = K + M
@@ -95,10 +100,12 @@ def sgd_jacobian(y: np.ndarray, K: int, M: int, T: np.ndarray, u: np.ndarray, no
             for a in range(n):
                 args = (omega[k, k], omega[b, b], omega[a, a], omega[k, b], omega[k, a],
                         omega[b, a])
-                value = I3(*args)
+                if a < K:
+                    value, grad = I3(s, s, *args), I3_gradient(s, s, *args)
+                else:
+                    value, grad = I3(s, t, *args), I3_gradient(s, t, *args)
                 F[k, b] += c[a] * value
-                _scatter(dF[k, b], index, c[a], I3_gradient(*args),
-                         (k, b, a, k, k, b), (k, b, a, b, a, a))
+                _scatter(dF[k, b], index, c[a], grad, (k, b, a, k, k, b), (k, b, a, b, a, a))
                 if a < K:
                     dF[k, b, iw + a] += value
 
@@ -112,16 +119,23 @@ def sgd_jacobian(y: np.ndarray, K: int, M: int, T: np.ndarray, u: np.ndarray, no
                 for b in range(n):
                     args = (omega[k, k], omega[l, l], omega[a, a], omega[b, b], omega[k, l],
                             omega[k, a], omega[k, b], omega[l, a], omega[l, b], omega[a, b])
-                    value = I4(*args)
+                    if a < K and b < K:
+                        value, grad = I4(s, s, s, *args), I4_gradient(s, s, s, *args)
+                    elif a < K:
+                        value, grad = I4(s, s, t, *args), I4_gradient(s, s, t, *args)
+                    elif b < K:
+                        value, grad = I4(s, t, s, *args), I4_gradient(s, t, s, *args)
+                    else:
+                        value, grad = I4(s, t, t, *args), I4_gradient(s, t, t, *args)
                     cI4 += c[b] * value
-                    _scatter(dP[k, l], index, c[a] * c[b], I4_gradient(*args),
+                    _scatter(dP[k, l], index, c[a] * c[b], grad,
                              (k, l, a, b, k, k, k, l, l, a), (k, l, a, b, l, a, b, a, b, b))
                 P[k, l] += c[a] * cI4
                 if a < K:
                     dP[k, l, iw + a] += 2.0 * cI4
             args2 = (omega[k, k], omega[l, l], omega[k, l])
-            P[k, l] += noise * noise * J2(*args2)
-            _scatter(dP[k, l], index, noise * noise, J2_gradient(*args2), (k, l, k), (k, l, l))
+            P[k, l] += noise * noise * J2(s, *args2)
+            _scatter(dP[k, l], index, noise * noise, J2_gradient(s, *args2), (k, l, k), (k, l, l))
 
     jac = np.zeros((size, size))
     diffusion = lr * lr / batch
@@ -137,12 +151,15 @@ def sgd_jacobian(y: np.ndarray, K: int, M: int, T: np.ndarray, u: np.ndarray, no
             row[iw + k] += -lr * F[k, K + m]
 
     # dw_k = -lr_head sum_a c_a I2(k, a)
-    i2 = i2_matrix(omega)
+    i2 = i2_matrix(acts, omega, K)
     for k in range(K):
         row = jac[iw + k]
         for a in range(n):
             args2 = (omega[k, k], omega[a, a], omega[k, a])
-            grad = (dI2_dc11(*args2), dI2_dc22(*args2), dI2_dc12(*args2))
+            if a < K:
+                grad = (dI2_dc11(s, s, *args2), dI2_dc22(s, s, *args2), dI2_dc12(s, s, *args2))
+            else:
+                grad = (dI2_dc11(s, t, *args2), dI2_dc22(s, t, *args2), dI2_dc12(s, t, *args2))
             _scatter(row, index, -lr_head * c[a], grad, (k, a, k), (k, a, a))
             if a < K:
                 row[iw + a] -= lr_head * i2[k, a]
@@ -172,5 +189,5 @@ def jacobian(system: ODESystem, y: np.ndarray) -> np.ndarray:
 
     y = np.ascontiguousarray(y, dtype=float)
     if isinstance(system, SGDSystem):
-        return sgd_jacobian(y, *system.args)
+        return sgd_jacobian(system.acts, y, *system.args)
     return central_difference_jacobian(system, y)

@@ -43,12 +43,14 @@ def adaptation_curve(config: Config, y: np.ndarray, support: int | str, steps: i
     T, u0 = np.asarray(te.T, float), np.asarray(te.u0, float)
     P = support_size(support)
     if P == 0:
-        mean = metatest_errors(Q, R, T, w, u0, float(te.task_std), float(inner_lr), int(steps))
+        mean = metatest_errors(config.activations, Q, R, T, w, u0, float(te.task_std),
+                               float(inner_lr), int(steps))
         return mean, np.zeros_like(mean)
     sample = support_sample(K, M, P, u0, T, th.mc_tasks, th.mc_streams, th.mc_seed + 1)
-    errors = adaptation_errors(Q, R, T, w, u0, float(te.task_std), float(te.noise),
-                               float(inner_lr), int(steps), sample.fields, sample.task,
-                               *error_blocks(Q, R, T))
+    errors = adaptation_errors(config.activations, Q, R, T, w, u0, float(te.task_std),
+                               float(te.noise), float(inner_lr), int(steps), sample.fields,
+                               sample.task,
+                               *error_blocks(config.activations, Q, R, T))
     streams = np.array([errors[sample.stream == b].mean(axis=0) for b in range(sample.streams)])
     return errors.mean(axis=0), streams.std(axis=0, ddof=1) / np.sqrt(sample.streams)
 

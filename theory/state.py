@@ -48,7 +48,8 @@ def unpack(y: np.ndarray, K: int, M: int):
 
 
 def column_names(K: int, M: int) -> list[str]:
-    """INTERFACE.md column names of the state, in the order of y: Q_k_l (k <= l), R_k_m, w_k."""
+    """Column names of the state (docs/model.md §16), in the order of y: Q_k_l (k <= l), R_k_m,
+    w_k."""
     names = [f"Q_{k}_{l}" for k in range(K) for l in range(k, K)]
     names += [f"R_{k}_{m}" for k in range(K) for m in range(M)]
     names += [f"w_{k}" for k in range(K)]

@@ -50,9 +50,10 @@ from numba import njit
 from scipy.special import ndtri
 from scipy.stats import qmc
 
-from metaode.theory.activation import g, g_prime
-from metaode.theory.anil import chain_to_overlaps, meta_loss
+from metaode.theory.activations import g, g_prime
+from metaode.theory.anil import meta_loss
 from metaode.theory.fields import add_fourth_moments, field_covariance, symmetrise_pairs
+from metaode.theory.flow import chain_to_overlaps, overlap_drift
 from metaode.theory.state import pack
 
 #: Largest permutation group whose images complete every sample point (K! beyond: the cyclic shifts
@@ -167,7 +168,7 @@ def task_basis_maps(u0: np.ndarray, task_std: float, noise: float, P: int):
 
 
 @njit(cache=True)
-def support_features(xi: np.ndarray, task_i: np.ndarray, root: np.ndarray, K: int,
+def support_features(acts, xi: np.ndarray, task_i: np.ndarray, root: np.ndarray, K: int,
                      u0: np.ndarray, noise: float, z: np.ndarray, phi: np.ndarray, gp: np.ndarray,
                      Y: np.ndarray) -> None:
     """Fill (z, phi, gp, Y) of one support set: fields z = xi S_Omega, features phi = g(lambda),
@@ -183,11 +184,11 @@ def support_features(xi: np.ndarray, task_i: np.ndarray, root: np.ndarray, K: in
                 acc += xi[p, b] * root[b, a]
             z[p, a] = acc
         for k in range(K):
-            phi[p, k] = g(z[p, k])
-            gp[p, k] = g_prime(z[p, k])
+            phi[p, k] = g(acts.student, z[p, k])
+            gp[p, k] = g_prime(acts.student, z[p, k])
         Y[p, :] = 0.0
         for m in range(M):
-            psi = g(z[p, K + m])
+            psi = g(acts.teacher, z[p, K + m])
             Y[p, 0] += u0[m] * psi
             Y[p, 1 + m] = psi
         if Y.shape[1] > 1 + M:
@@ -335,8 +336,8 @@ def terms_size(K: int, M: int) -> int:
 
 
 @njit(cache=True)
-def support_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order, query, fields,
-                  task, C, D, E, F, with_gradients, with_lr2_term):
+def support_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order, query,
+                  fields, task, C, D, E, F, with_gradients, with_lr2_term):
     """Per support set, with ``with_gradients``: (loss, Cbar, Dbar, SQ, SR, wbar) after ``steps``
     inner steps (rows of ``grads``), and the control variates of known mean: the same after one
     step (``grads1``) and the support moments (``hats``, ``support_moments``); summed
@@ -372,7 +373,7 @@ def support_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order
     Gamma = np.empty((K, K))
     jac = np.empty((P, K, K))
     for i in range(n_pts):
-        support_features(fields[i], task[i], root, K, u0, noise, z, phi, gp, Y)
+        support_features(acts, fields[i], task[i], root, K, u0, noise, z, phi, gp, Y)
         inner_forward(phi, Y, w, inner_lr, Zs)
         if with_gradients:
             _gradient_terms(Zs[steps], Zs, C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order,
@@ -438,9 +439,9 @@ def support_terms(Q, R, T, w, u0, task_std, noise, inner_lr, steps, second_order
 
 
 @njit(cache=True)
-def drift_of_terms(terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarray:
+def drift_of_terms(acts, terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarray:
     """(loss, X + X^T upper triangle, 2 G R + H T + SR, wbar) from mean (loss, Cbar, Dbar, SQ, SR,
-    wbar): the loss and the drift up to the factors -lr, -lr, -lr_head (MODEL.md §4), with
+    wbar): the loss and the drift up to the factors -lr, -lr, -lr_head (docs/model.md §5.2), with
     (G, H) = ``chain_to_overlaps``(Cbar, Dbar) and X = 2 G Q + H R^T + SQ. Linear in ``terms``."""
     i = 1
     Cbar = terms[i:i + K * K].reshape(K, K)
@@ -451,7 +452,8 @@ def drift_of_terms(terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarray:
     i += K * K
     SR = terms[i:i + K * M].reshape(K, M)
     i += K * M
-    G, H = chain_to_overlaps(Q, R, T, np.ascontiguousarray(Cbar), np.ascontiguousarray(Dbar))
+    G, H = chain_to_overlaps(acts, Q, R, T, np.ascontiguousarray(Cbar),
+                             np.ascontiguousarray(Dbar))
     return drift_vector(terms[0], G, H, np.ascontiguousarray(SQ), np.ascontiguousarray(SR),
                         terms[i:i + K].copy(), Q, R, T)
 
@@ -460,8 +462,8 @@ def drift_of_terms(terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarray:
 def drift_vector(loss, G, H, SQ, SR, wbar, Q, R, T) -> np.ndarray:
     """(loss, X + X^T, 2 G R + H T + SR, wbar) with X = 2 G Q + H R^T + SQ, the last three in the
     layout of the state (``theory.state.pack``)."""
-    X = 2.0 * G @ Q + H @ R.T + SQ
-    state = pack(X + X.T, 2.0 * G @ R + H @ T + SR, wbar)
+    dQ, dR = overlap_drift(Q, R, T, G, H, SQ, SR)
+    state = pack(dQ, dR, wbar)
     out = np.empty(1 + state.shape[0])
     out[0] = loss
     out[1:] = state
@@ -469,16 +471,16 @@ def drift_vector(loss, G, H, SQ, SR, wbar, Q, R, T) -> np.ndarray:
 
 
 @njit(cache=True)
-def drift_map(Q, R, T, K: int, M: int) -> np.ndarray:
+def drift_map(acts, Q, R, T, K: int, M: int) -> np.ndarray:
     """The matrix of the linear map ``drift_of_terms`` (rows: drift components)."""
     size = terms_size(K, M)
     unit = np.zeros(size)
-    first = drift_of_terms(unit, Q, R, T, K, M)
+    first = drift_of_terms(acts, unit, Q, R, T, K, M)
     L = np.empty((first.shape[0], size))
     for j in range(size):
         unit[:] = 0.0
         unit[j] = 1.0
-        L[:, j] = drift_of_terms(unit, Q, R, T, K, M)
+        L[:, j] = drift_of_terms(acts, unit, Q, R, T, K, M)
     return L
 
 
@@ -492,7 +494,7 @@ def controlled_mean(x: np.ndarray, h: np.ndarray, known: np.ndarray) -> np.ndarr
 
 
 @njit(cache=True)
-def adaptation_errors(Q, R, T, w, u0, task_std, noise, inner_lr, steps, fields, task, C, D,
+def adaptation_errors(acts, Q, R, T, w, u0, task_std, noise, inner_lr, steps, fields, task, C, D,
                       E):
     """Per support set: E_task eps(w^(r); u) for r = 0..steps (rows), exact in e."""
     n_pts, P, n = fields.shape
@@ -503,7 +505,7 @@ def adaptation_errors(Q, R, T, w, u0, task_std, noise, inner_lr, steps, fields, 
     Zs = np.empty((steps + 1, K, d))
     out = np.empty((n_pts, steps + 1))
     for i in range(n_pts):
-        support_features(fields[i], task[i], root, K, u0, noise, z, phi, gp, Y)
+        support_features(acts, fields[i], task[i], root, K, u0, noise, z, phi, gp, Y)
         inner_forward(phi, Y, w, inner_lr, Zs)
         for r in range(steps + 1):
             out[i, r] = meta_loss(Zs[r], C, D, E, U, S)

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
-from metaode.theory.fields import representation_error, specialisation
+from metaode.theory.fields import field_covariance, representation_error, specialisation
 from metaode.theory.state import column_names, pack, unpack
 
 #: |entries of y| beyond this mean the dynamics ran away (weights of norm ~1e4 sqrt(N)).
@@ -40,6 +40,7 @@ class ODESystem(ABC):
         self.config = config
         self.K, self.M = config.K, config.M
         self.T = np.ascontiguousarray(config.teacher.T, dtype=float)
+        self.acts = config.activations
 
     def initial_state(self) -> np.ndarray:
         s = self.config.student
@@ -61,7 +62,8 @@ class ODESystem(ABC):
         """
         te = self.config.teacher
         spec, align = specialisation(Q, R, self.T)
-        return {"representation_error": representation_error(Q, R, self.T, te.u0, te.task_std),
+        return {"representation_error": representation_error(self.acts, Q, R, self.T, te.u0,
+                                                             te.task_std),
                 "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
 
     @property
@@ -150,11 +152,7 @@ def _state_check(y, K, M, T, bound, tolerance):
         if abs(y[i]) > bound:
             return 2, i, y[i]
     Q, R, _ = unpack(y, K, M)
-    omega = np.empty((K + M, K + M))
-    omega[:K, :K] = Q
-    omega[:K, K:] = R
-    omega[K:, :K] = R.T
-    omega[K:, K:] = T
+    omega = field_covariance(Q, R, T)
     lowest = np.linalg.eigvalsh(omega)[0]
     if lowest < -tolerance * max(1.0, np.abs(omega).max()):
         return 3, -1, lowest

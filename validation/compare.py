@@ -1,4 +1,4 @@
-"""Agreement figures of theory against simulation, column by column (MODEL.md §4).
+"""Agreement figures of theory against simulation, column by column (docs/model.md §15.3).
 
 For every column c shared by the theory and the simulations (the observables ``error``,
 ``error_before_adaptation``, ..., and the order parameters ``Q_k_l``, ``R_k_m``, ``w_k``), at the

@@ -8,7 +8,7 @@ the same y0: every ODE term is tested at a state the dynamics actually visits, w
 errors to accumulate along a trajectory.
 
 With ``window = 1`` the increment of Q splits exactly into the part linear in the update,
-(dJ J^T + J dJ^T) / N (the drift, -lr (X + X^T) in MODEL.md §4), and the quadratic part
+(dJ J^T + J dJ^T) / N (the drift, -lr (X + X^T) in docs/model.md §5.2), and the quadratic part
 dJ dJ^T / N (the lr^2 term). The ODE's two parts are separated the same way: dQ/dalpha =
 lr a + lr^2 b at fixed state, so evaluating the right-hand side at lr and 2 lr gives
 b = (f(2 lr) - 2 f(lr)) / (2 lr^2).

@@ -1,4 +1,4 @@
-"""maml against anil on paired random streams (MODEL.md §3 "maml").
+"""maml against anil on paired random streams (docs/model.md §11).
 
 maml also adapts J in the inner loop. The first-layer inner step moves the fields of fresh query
 inputs by O(N^-1/2) only, but the support examples' own fields by O(inner_lr / P). Hence with one

@@ -1,4 +1,5 @@
-"""The ``metaode`` console script: ``validation.cli.main`` behind its own imports.
+"""The ``metaode`` console script (and ``python -m metaode``): ``metaode.cli.program.main``
+behind its own imports.
 
 Importing the command line loads numpy, scipy, numba and matplotlib (~0.6 s). A Ctrl-C in that
 time ends, like any other interruption, with one line and exit status 130, not with Python's
@@ -12,9 +13,9 @@ import sys
 
 
 def main() -> int:
-    """Import ``validation.cli`` and run its ``main`` on sys.argv; the exit status."""
+    """Import ``metaode.cli.program`` and run its ``main`` on sys.argv; the exit status."""
     try:
-        from metaode.validation.cli import main as run
+        from metaode.cli.program import main as run
     except KeyboardInterrupt:
         print("metaode: interrupted by SIGINT while starting (nothing was written)",
               file=sys.stderr)

@@ -7,7 +7,7 @@ t in [0, 1] (a covariance for every t, being a convex combination of two),
     dF(C_t)/dt = sum_{a<b} C_ab E_t[g'(z_a) g'(z_b) g(z_c) g(z_d)]
                = sum_{a<b} C_ab I4_t(a, b; c, d),
 
-with {c, d} the other two positions and I4 the sympy-derived closed form (theory.erf_kernels).
+with {c, d} the other two positions and I4 the sympy-derived closed form (``erf_kernels``).
 At t = 0 the fields are independent and F = prod_a E[g(z_a)] = 0 (g is odd), so
 
     F(C) = int_0^1 sum_{a<b} C_ab I4_t(a, b; c, d) dt.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from metaode.theory.erf_kernels import I4
+from metaode.theory.activations.erf_kernels import I4
 
 #: Gauss-Legendre nodes on s in [0, 1] used by default (near machine precision, see the tests).
 DEFAULT_NODES = 32

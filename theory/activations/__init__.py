@@ -1,0 +1,39 @@
+"""Activations and their Gaussian integrals: the one place where g enters metaode.
+
+``registry`` defines the generic functions (g, g', g'', I2, I3, I4, J2 and derivatives) that
+compiled code calls on activation markers, and the registry of activations by name; each
+activation lives in its own module, which implements them for its marker and registers itself.
+Importing this package registers the built-in ones (``erf``).
+"""
+
+from metaode.theory.activations import erf  # noqa: F401  (registers "erf")
+from metaode.theory.activations.registry import (
+    I2,
+    I3,
+    I4,
+    INTEGRALS,
+    J2,
+    SCALAR_FUNCTIONS,
+    Activation,
+    Activations,
+    I3_gradient,
+    I4_gradient,
+    J2_gradient,
+    activation,
+    activations,
+    dI2_dc11,
+    dI2_dc12,
+    dI2_dc22,
+    g,
+    g_prime,
+    g_second,
+    has_pair,
+    is_marker,
+    names,
+    register,
+)
+
+__all__ = ["INTEGRALS", "SCALAR_FUNCTIONS", "I2", "I3", "I4", "J2", "Activation", "Activations",
+           "I3_gradient", "I4_gradient", "J2_gradient", "activation", "activations", "dI2_dc11",
+           "dI2_dc12", "dI2_dc22", "g", "g_prime", "g_second", "has_pair", "is_marker", "names",
+           "register"]

@@ -1,0 +1,67 @@
+"""The overlap flow: dQ, dR, dw from the gradient of a loss of (Q, R, w), for every algorithm.
+
+A loss L(J, w) that depends on the first layer only through C(Q) and D(Q, R) (docs/model.md §5.2)
+has the cotangents (Cbar, Dbar) = (dL/dC, dL/dD); ``chain_to_overlaps`` pushes them through the
+Gaussian integrals C_kl = I2(s, s; Q_kk, Q_ll, Q_kl) and D_km = I2(s, t; Q_kk, T_mm, R_km) to
+G = dL/dQ (symmetrised) and H = dL/dR. A gradient step on J projected on J and B then moves the
+overlaps by (``overlap_flow``)
+
+    dQ/dalpha = -lr (X + X^T) + lr^2 / batch Phi,   X = 2 G Q + H R^T + SQ,
+    dR/dalpha = -lr (2 G R + H T + SR),              dw/dalpha = -lr_head wbar,
+
+with Phi the lr^2 (diffusion) term of ``theory.fields``, batch = query x meta_batch, and (SQ, SR)
+the directions a finite support set adds through its own fields (few-shot second order; zero
+otherwise). sgd (no inner step), population anil and few-shot anil all end here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from metaode.theory.activations import Activations, dI2_dc11, dI2_dc12, dI2_dc22
+from metaode.theory.state import pack
+
+
+@njit(cache=True)
+def chain_to_overlaps(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
+                      Cbar: np.ndarray, Dbar: np.ndarray):
+    """(G, H) = (dL/dQ, dL/dR) from (Cbar, Dbar) = (dL/dC, dL/dD).
+
+    Every ordered entry is its own function: C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk, T_mm,
+    R_km), with all K^2 entries of Q independent; G is then symmetrised, i.e. L is evaluated on
+    (Q + Q^T) / 2 (docs/model.md §5.2).
+    """
+    s, t = acts.student, acts.teacher
+    K, M = R.shape
+    G = np.zeros((K, K))
+    H = np.zeros((K, M))
+    for k in range(K):
+        for l in range(K):
+            a, b, c = Q[k, k], Q[l, l], Q[k, l]
+            G[k, k] += Cbar[k, l] * dI2_dc11(s, s, a, b, c)
+            G[l, l] += Cbar[k, l] * dI2_dc22(s, s, a, b, c)
+            G[k, l] += Cbar[k, l] * dI2_dc12(s, s, a, b, c)
+        for m in range(M):
+            a, b, c = Q[k, k], T[m, m], R[k, m]
+            G[k, k] += Dbar[k, m] * dI2_dc11(s, t, a, b, c)
+            H[k, m] += Dbar[k, m] * dI2_dc12(s, t, a, b, c)
+    return 0.5 * (G + G.T), H
+
+
+@njit(cache=True)
+def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
+                  SQ: np.ndarray, SR: np.ndarray):
+    """(X + X^T, 2 G R + H T + SR) with X = 2 G Q + H R^T + SQ: the first-layer drift of the
+    overlaps per unit of -lr."""
+    X = 2.0 * G @ Q + H @ R.T + SQ
+    return X + X.T, 2.0 * G @ R + H @ T + SR
+
+
+@njit(cache=True)
+def overlap_flow(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
+                 SQ: np.ndarray, SR: np.ndarray, wbar: np.ndarray, phi: np.ndarray, lr: float,
+                 lr_head: float, batch: int) -> np.ndarray:
+    """dy/dalpha = pack(dQ, dR, dw) of the module docstring."""
+    dQ, dR = overlap_drift(Q, R, T, G, H, SQ, SR)
+    return pack(-lr * dQ + (lr * lr / batch) * phi, -lr * dR, -lr_head * wbar)
