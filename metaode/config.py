@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from metaode import algorithms
 from metaode.theory import activations as registered
 
-ALGORITHMS = ("sgd", "anil", "maml")
 ORDERS = ("first", "second")
 SPACINGS = ("linear", "log")
 METHODS = ("DOP853", "RK45", "Radau", "BDF", "LSODA")
@@ -48,7 +48,7 @@ class ConfigError(ValueError):
 class Key:
     """One config key: its kind, default and the check of its value."""
 
-    kind: str  # "int", "float", "str", "vector", "matrix", "support", "activation"
+    kind: str  # "int", "float", "str", "vector", "matrix", "support", "algorithm", "activation"
     default: Any
     doc: str
     low: float | None = None
@@ -82,9 +82,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "(a registered name: erf)"),
     },
     "training": {
-        "algorithm": Key(
-            "str", "sgd", "sgd | anil | maml (maml: simulation only)", choices=ALGORITHMS
-        ),
+        "algorithm": Key("algorithm", "sgd", "a registered algorithm: sgd | anil | maml (maml: "
+                         "simulation only)"),
         "order": Key(
             "str", "second", "first | second (MAML order of the outer gradient)", choices=ORDERS
         ),
@@ -218,6 +217,11 @@ def _check_value(key: str, spec: Key, value: Any) -> Any:
     if spec.kind == "str":
         if not isinstance(value, str) or value not in spec.choices:
             _fail(key, f"must be one of {', '.join(map(repr, spec.choices))}, got {_show(value)}")
+        return value
+    if spec.kind == "algorithm":
+        if not isinstance(value, str) or value not in algorithms.names():
+            _fail(key, f"must be one of {', '.join(map(repr, algorithms.names()))}, "
+                       f"got {_show(value)}")
         return value
     if spec.kind == "activation":
         if not isinstance(value, str) or value not in registered.names():
@@ -417,8 +421,9 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
     if not registered.has_pair(s["activation"], t["activation"]):
         _fail("student.activation", f"no Gaussian integrals are registered for a "
                                     f"{s['activation']!r} student of a {t['activation']!r} teacher")
-    if tr["algorithm"] == "sgd" and t["task_std"] != 0:
-        _fail("teacher.task_std", "must be 0 for training.algorithm = 'sgd' (one fixed task)")
+    violation = algorithms.algorithm(tr["algorithm"]).check(v)
+    if violation is not None:
+        _fail(*violation)
     th = v["theory"]
     if th["mc_max_tasks"] < th["mc_tasks"]:
         _fail("theory.mc_max_tasks", f"must be >= theory.mc_tasks = {th['mc_tasks']}, "

@@ -30,7 +30,15 @@ import math
 import numpy as np
 from numba import njit
 
-from metaode.simulations.kernels import dot, draw_input, fields, g, g_prime
+from metaode.simulations.kernels import (
+    dot,
+    draw_input,
+    error_signal,
+    fields,
+    g,
+    g_prime,
+    teacher_label,
+)
 from metaode.theory.anil import inner_loop, inner_loop_vjp
 from metaode.theory.fields import error_blocks, task_basis
 from metaode.theory.flow import chain_to_overlaps
@@ -115,13 +123,7 @@ def anil_population_steps(acts, J, B, w, Q, R, T, u0, task_std, noise, inner_lr,
                 draw_input(rng, x)
                 fields(J, x, lam[i])
                 fields(B, x, nu[i])
-                delta = 0.0
-                for k in range(K):
-                    delta += w_ad[k] * g(acts.student, lam[i, k])
-                for m in range(M):
-                    delta -= u[m] * g(acts.teacher, nu[i, m])
-                if noise > 0.0:
-                    delta -= noise * rng.standard_normal()
+                delta = error_signal(acts, w_ad, lam[i], teacher_label(acts, u, nu[i], noise, rng))
                 for k in range(K):
                     W[k, K + M + i] = (-lr * delta * w_ad[k] * g_prime(acts.student, lam[i, k])
                                        / (n_ex * sqrt_n))

@@ -56,7 +56,16 @@ import math
 import numpy as np
 from numba import njit
 
-from metaode.simulations.kernels import draw_input, fields, g, g_prime, g_second, overlaps
+from metaode.simulations.kernels import (
+    draw_input,
+    error_signal,
+    fields,
+    g,
+    g_prime,
+    g_second,
+    overlaps,
+    teacher_label,
+)
 from metaode.theory.fields import error_blocks
 
 
@@ -75,12 +84,7 @@ def draw_task(acts, J: np.ndarray, B: np.ndarray, u0: np.ndarray, task_std: floa
         draw_input(rng, xs[i])
         fields(J, xs[i], lam[i])
         fields(B, xs[i], nu[i])
-        label = 0.0
-        for m in range(M):
-            label += u[m] * g(acts.teacher, nu[i, m])
-        if noise > 0.0:
-            label += noise * rng.standard_normal()
-        y[i] = label
+        y[i] = teacher_label(acts, u, nu[i], noise, rng)
 
 
 @njit(cache=True)
@@ -116,9 +120,7 @@ def inner_loop_fields(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: n
         lam, wr = lams[r], ws[r]
         w_next = wr.copy()
         for p in range(P):
-            delta = -y[p]
-            for k in range(K):
-                delta += wr[k] * g(acts.student, lam[p, k])
+            delta = error_signal(acts, wr, lam[p], y[p])
             for k in range(K):
                 w_next[k] -= step * delta * g(acts.student, lam[p, k])
                 c[p, k] = delta * wr[k] * g_prime(acts.student, lam[p, k])
@@ -160,9 +162,7 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
     lam, wr = lams[steps], ws[steps]
     loss = 0.0
     for q in range(P, n):
-        delta = -y[q]
-        for k in range(K):
-            delta += wr[k] * g(acts.student, lam[q, k])
+        delta = error_signal(acts, wr, lam[q], y[q])
         loss += 0.5 * delta * delta / nq
         for k in range(K):
             wb[k] += delta * g(acts.student, lam[q, k]) / nq
@@ -184,11 +184,10 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
                     cbar[p, k] = -step * acc
         wb_prev = wb.copy()
         for p in range(P):
-            delta = -y[p]
+            delta = error_signal(acts, wr, lam[p], y[p])
             for k in range(K):
                 a[k] = g(acts.student, lam[p, k])
                 d[k] = g_prime(acts.student, lam[p, k])
-                delta += wr[k] * a[k]
             dbar = 0.0
             for k in range(K):
                 dbar += -step * wb[k] * a[k] + cbar[p, k] * wr[k] * d[k]

@@ -48,3 +48,30 @@ def overlaps(J: np.ndarray, B: np.ndarray):
     """Exact order parameters (Q, R, T) = (J J^T, J B^T, B B^T) / N."""
     N = J.shape[1]
     return J @ J.T / N, J @ B.T / N, B @ B.T / N
+
+
+@njit(cache=True)
+def network_output(a, head: np.ndarray, z: np.ndarray) -> float:
+    """sum_k head_k g(z_k): the output of a two-layer network with activation a (marker), head
+    and local fields z (the student's yhat with (w, lambda), the teacher's with (u, nu))."""
+    total = 0.0
+    for k in range(head.shape[0]):
+        total += head[k] * g(a, z[k])
+    return total
+
+
+@njit(cache=True)
+def teacher_label(acts, u: np.ndarray, nu: np.ndarray, noise: float,
+                  rng: np.random.Generator) -> float:
+    """y = sum_m u_m g(nu_m) + noise zeta, zeta ~ N(0, 1) drawn from rng (only if noise > 0)."""
+    label = network_output(acts.teacher, u, nu)
+    if noise > 0.0:
+        label += noise * rng.standard_normal()
+    return label
+
+
+@njit(cache=True)
+def error_signal(acts, w: np.ndarray, lam: np.ndarray, y: float) -> float:
+    """Delta = yhat - y = sum_k w_k g(lambda_k) - y: the error signal of the square loss
+    1/2 Delta^2 (docs/model.md §3), whose gradient every simulated update follows."""
+    return network_output(acts.student, w, lam) - y

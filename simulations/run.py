@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metaode.config import Config, ConfigError
+from metaode.algorithms import algorithm
+from metaode.config import Config
 from metaode.processes import worker_context
 from metaode.simulations.anil import anil_population_steps
 from metaode.simulations.checkpoint import Checkpoints, SeedState
@@ -170,17 +171,16 @@ class FewShotRun(Run):
                 "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
 
 
-def make_run(config: Config, N: int, rng: np.random.Generator) -> Run:
-    """The simulation of ``config.training.algorithm`` (and support)."""
-    tr = config.training
-    if tr.algorithm == "sgd":
-        return SGDRun(config, N, rng)
-    if tr.algorithm == "anil" and tr.support == "population":
+def anil_run(config: Config, N: int, rng: np.random.Generator) -> Run:
+    """anil: the population inner loop, or P support examples (``FewShotRun``)."""
+    if config.training.support == "population":
         return ANILPopulationRun(config, N, rng)
-    if tr.algorithm == "maml" and tr.support == "population":
-        raise ConfigError("training.support", "maml needs a finite support set: an integer "
-                          "number P of support examples, not 'population'")
-    return FewShotRun(config, N, rng)  # anil with P support examples, or maml
+    return FewShotRun(config, N, rng)
+
+
+def make_run(config: Config, N: int, rng: np.random.Generator) -> Run:
+    """The simulation of ``config.training.algorithm`` (its entry in ``metaode.algorithms``)."""
+    return algorithm(config.training.algorithm).simulation_factory()(config, N, rng)
 
 
 def _trajectory(config: Config, N: int, seed: int,
@@ -193,7 +193,8 @@ def _trajectory(config: Config, N: int, seed: int,
     (then it returns its records so far, status INTERRUPTED) and when it ends; with ``resume`` it
     continues from its checkpoint, if there is one.
     """
-    system = None if config.training.algorithm == "maml" else build_system(config)
+    has_theory = algorithm(config.training.algorithm).theory is not None
+    system = build_system(config) if has_theory else None
     T = np.asarray(config.teacher.T, dtype=float)
     size = state_size(config.K, config.M)
     steps = record_steps(config, N)

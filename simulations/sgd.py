@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from metaode.simulations.kernels import draw_input, fields, g, g_prime
+from metaode.simulations.kernels import draw_input, error_signal, fields, g, g_prime, teacher_label
 
 
 @njit(cache=True)
@@ -38,13 +38,7 @@ def sgd_steps(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u: np.ndarray, 
             draw_input(rng, x)
             fields(J, x, lam)
             fields(B, x, nu)
-            delta = 0.0
-            for k in range(K):
-                delta += w[k] * g(acts.student, lam[k])
-            for m in range(M):
-                delta -= u[m] * g(acts.teacher, nu[m])
-            if noise > 0.0:
-                delta -= noise * rng.standard_normal()
+            delta = error_signal(acts, w, lam, teacher_label(acts, u, nu, noise, rng))
             for k in range(K):
                 coef[b, k] = step_J * delta * w[k] * g_prime(acts.student, lam[k])
                 dw[k] += step_w * delta * g(acts.student, lam[k])

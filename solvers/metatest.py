@@ -29,11 +29,11 @@ def optimal_test_inner_lr(config: Config, y: np.ndarray, support: int | str,
     P = support_size(support)
     if steps == 1:
         nodes, weights = path_rule(config.theory.quadrature_nodes)
-        L0, b, a = one_step_test_quadratic(Q, R, T, w, u0, float(te.task_std), float(te.noise),
-                                           P, nodes, weights)
+        L0, b, a = one_step_test_quadratic(config.activations, Q, R, T, w, u0,
+                                           float(te.task_std), float(te.noise), P, nodes, weights)
         eta = b / a
         return float(eta), float(L0 - 0.5 * b * b / a)
-    C = error_blocks(Q, R, T)[0]
+    C = error_blocks(config.activations, Q, R, T)[0]
     eta_max = 2.0 / np.linalg.eigvalsh(C).max()  # beyond it population gradient descent diverges
     res = minimize_scalar(lambda eta: adaptation_curve(config, y, support, steps, eta)[0][-1],
                           bounds=(0.0, eta_max), method="bounded", options={"xatol": 1e-6})

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pytest
 from numba.extending import overload
 
 from metaode.config import Config
@@ -146,13 +145,16 @@ CHECKS = {"config": check_config_choice, "sgd": check_sgd_against_simulation,
           "anil": check_anil_closed_form}
 
 
-@pytest.mark.parametrize("check", list(CHECKS))
-def test_registered_activation(check: str, tmp_path: Path) -> None:
+def test_registered_activation(tmp_path: Path) -> None:
+    """All checks in one child process (one compilation of the kernels for the new markers)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
-    run = subprocess.run([sys.executable, __file__, check], env=env, capture_output=True,
-                         text=True, timeout=900)
+    run = subprocess.run([sys.executable, __file__, *CHECKS], env=env, capture_output=True,
+                         text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == [f"{name}:ok" for name in CHECKS]
 
 
 if __name__ == "__main__":
-    CHECKS[sys.argv[1]]()
+    for name in sys.argv[1:]:
+        CHECKS[name]()
+        print(f"{name}:ok", flush=True)

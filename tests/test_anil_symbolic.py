@@ -38,9 +38,9 @@ from numpy.polynomial.hermite_e import hermegauss
 from states import ERF, random_state
 
 from metaode.config import Config
-from metaode.theory.anil import meta_gradient, meta_loss
+from metaode.theory.anil import meta_gradient
 from metaode.theory.derive import covariance, derive_I2
-from metaode.theory.fields import diffusion, error_blocks, task_basis
+from metaode.theory.fields import diffusion, error_blocks, meta_loss, task_basis
 from metaode.theory.state import pack, unpack
 from metaode.theory.system import build_system
 

@@ -25,8 +25,8 @@ from states import ERF, random_state, sgd_i3_rhs
 
 from metaode.config import Config
 from metaode.solvers.integrate import solve
-from metaode.theory.anil import anil_rhs, inner_loop, meta_gradient, meta_loss, metatest_errors
-from metaode.theory.fields import error_blocks, representation_error, task_basis
+from metaode.theory.anil import anil_rhs, inner_loop, meta_gradient, metatest_errors
+from metaode.theory.fields import error_blocks, meta_loss, representation_error, task_basis
 from metaode.theory.state import pack
 from metaode.theory.system import build_system
 

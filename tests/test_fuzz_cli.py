@@ -174,6 +174,8 @@ WRONG_TYPES = {
     "support": [0, -1, 1.5, "pop", True, 10**7, [1]],
     "vector": ["a", [["1"]], [True, 1.0], [float("nan")], 5, [[1.0]], {"a": 1}, [10**400]],
     "matrix": ["a", [1.0, 2.0], [[float("inf")]], [[1.0, 2.0], [3.0]], [[True]], 7],
+    "activation": [1, True, "tanh", "ERF", ["erf"]],
+    "algorithm": [1, True, "bogus", "SGD", ["sgd"]],
 }
 
 

@@ -126,3 +126,14 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     for needed in ("metaode/validation/default.toml", "metaode/theory/activations/erf_kernels.py",
                    "metaode/cli/__init__.py", "metaode/__init__.py"):
         assert needed in names
+
+
+def test_notebooks_use_the_public_api_only() -> None:
+    """Notebooks import from ``metaode`` itself, and only names of ``metaode.__all__``."""
+    for path, text in _python_sources():
+        if path.suffix != ".ipynb":
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metaode"):
+                assert node.module == "metaode", f"{path.name}: imports {node.module}"
+                assert {a.name for a in node.names} <= set(metaode.__all__), path.name

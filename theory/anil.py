@@ -37,7 +37,7 @@ from numba import njit
 
 from metaode.config import Config
 from metaode.theory.activations import Activations
-from metaode.theory.fields import diffusion, error_blocks, field_covariance, task_basis
+from metaode.theory.fields import diffusion, error_blocks, field_covariance, meta_loss, task_basis
 from metaode.theory.flow import chain_to_overlaps, overlap_flow
 from metaode.theory.state import unpack
 from metaode.theory.system import ODESystem
@@ -82,14 +82,6 @@ def inner_loop_vjp(Zs: np.ndarray, C: np.ndarray, U: np.ndarray, inner_lr: float
         Dbar += inner_lr * (Zb @ U.T)
         Zb = P @ Zb
     return Cbar, Dbar, Zb[:, 0].copy()
-
-
-@njit(cache=True)
-def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.ndarray,
-              S: np.ndarray) -> float:
-    """E_tau eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U)."""
-    quad = np.sum(Z * (0.5 * (C @ Z) - D @ U), axis=0) + 0.5 * np.sum(U * (E @ U), axis=0)
-    return float(np.sum(S * quad))
 
 
 @njit(cache=True)

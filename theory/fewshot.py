@@ -38,6 +38,7 @@ from numba import njit
 from metaode.config import Config
 from metaode.theory.activations.erf_fourpoint import four_point, pair_i4, path_rule
 from metaode.theory.anil import (
+    ANILSystem,
     inner_loop,
     meta_gradient,
     meta_loss,
@@ -214,7 +215,7 @@ def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_or
     K, M = R.shape
     C, D, E = error_blocks(acts, Q, R, T)
     U, S = task_basis(u0, task_std)
-    G, H, wbar, Zs = meta_gradient(Q, R, T, w, U, S, inner_lr, 1, second_order)
+    G, H, wbar, Zs = meta_gradient(acts, Q, R, T, w, U, S, inner_lr, 1, second_order)
     loss = meta_loss(Zs[1], C, D, E, U, S)
     omega = field_covariance(Q, R, T)
     M2, Y, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
@@ -341,3 +342,11 @@ class FewShotANILSystem(ODESystem):
                                  self.inner_lr, 0)[0]
         return {"error": float(loss), "error_before_adaptation": float(before),
                 **self.common_observables(Q, R, w)}
+
+
+def anil_system(config: Config) -> ODESystem:
+    """The anil theory: population support (``theory.anil.ANILSystem``) or P examples
+    (``FewShotANILSystem``); the ``metaode.algorithms`` entry of anil."""
+    if config.training.support == "population":
+        return ANILSystem(config)
+    return FewShotANILSystem(config)

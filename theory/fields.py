@@ -54,11 +54,23 @@ def error_blocks(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray)
 
 
 @njit(cache=True)
+def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.ndarray,
+              S: np.ndarray) -> float:
+    """E_e eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U): the square
+    loss 1/2 E[Delta^2] of heads linear in a Gaussian e with E[e e^T] = diag(S), the one loss of
+    every algorithm (one fixed head: Z = w, U = u, S = 1)."""
+    quad = np.sum(Z * (0.5 * (C @ Z) - D @ U), axis=0) + 0.5 * np.sum(U * (E @ U), axis=0)
+    return float(np.sum(S * quad))
+
+
+@njit(cache=True)
 def population_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
                      w: np.ndarray, u: np.ndarray) -> float:
-    """eps(w; u) = 1/2 [w^T C w - 2 w^T D u + u^T E u], without the noise^2 / 2 floor."""
+    """eps(w; u) = 1/2 [w^T C w - 2 w^T D u + u^T E u] (``meta_loss`` of one head), without
+    the noise^2 / 2 floor."""
     C, D, E = error_blocks(acts, Q, R, T)
-    return 0.5 * (w @ C @ w - 2.0 * w @ D @ u + u @ E @ u)
+    return meta_loss(np.ascontiguousarray(w).reshape(-1, 1), C, D, E,
+                     np.ascontiguousarray(u).reshape(-1, 1), np.ones(1))
 
 
 @njit(cache=True)

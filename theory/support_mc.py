@@ -51,8 +51,12 @@ from scipy.special import ndtri
 from scipy.stats import qmc
 
 from metaode.theory.activations import g, g_prime
-from metaode.theory.anil import meta_loss
-from metaode.theory.fields import add_fourth_moments, field_covariance, symmetrise_pairs
+from metaode.theory.fields import (
+    add_fourth_moments,
+    field_covariance,
+    meta_loss,
+    symmetrise_pairs,
+)
 from metaode.theory.flow import chain_to_overlaps, overlap_drift
 from metaode.theory.state import pack
 

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 from numba import njit
 
+from metaode.algorithms import algorithm
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.theory.fields import field_covariance, representation_error, specialisation
 from metaode.theory.state import column_names, pack, unpack
@@ -160,19 +161,10 @@ def _state_check(y, K, M, T, bound, tolerance):
 
 
 def build_system(config: Config) -> ODESystem:
-    """The ODE system of ``config.training.algorithm``."""
-    algorithm = config.training.algorithm
-    if algorithm == "sgd":
-        from metaode.theory.sgd import SGDSystem
-
-        return SGDSystem(config)
-    if algorithm == "anil" and config.training.support == "population":
-        from metaode.theory.anil import ANILSystem
-
-        return ANILSystem(config)
-    if algorithm == "anil":
-        from metaode.theory.fewshot import FewShotANILSystem
-
-        return FewShotANILSystem(config)
-    raise ConfigError("training.algorithm",
-                      f"{algorithm!r} has no ODE theory in this version (simulation only)")
+    """The ODE system of ``config.training.algorithm`` (its entry in ``metaode.algorithms``)."""
+    name = config.training.algorithm
+    factory = algorithm(name).theory_factory()
+    if factory is None:
+        raise ConfigError("training.algorithm",
+                          f"{name!r} has no ODE theory in this version (simulation only)")
+    return factory(config)
