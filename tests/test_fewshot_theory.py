@@ -216,7 +216,7 @@ def test_exact_part_approaches_population_like_one_over_P(order: str) -> None:
     up to rounding (measured <= 4e-12 of their size; held to 1e-9). The drift is the lr-linear part
     of the rhs (``validation.drift.rhs_parts``: the Monte Carlo lr^2 term, the same common random
     numbers at lr and 2 lr, cancels exactly, so 10 tasks suffice). First order: the head drift is
-    E[C w' - D u], which support noise does not change (difference exactly 0)."""
+    E[C w' - D u], which support noise does not change (difference 0 up to rounding)."""
     K, M = 2, 2
     Q, R, T, w, u0 = random_state(K, M, 5)
     y = pack(Q, R, w)
@@ -233,8 +233,9 @@ def test_exact_part_approaches_population_like_one_over_P(order: str) -> None:
     size = np.abs(scaled[0]).max()
     assert size > 0.04
     assert np.abs(scaled - scaled[0]).max() <= 1e-9 * size
-    if order == "first":
-        assert np.all(scaled[:, -K:] == 0.0)
+    if order == "first":  # unscaled: zero up to the rounding of two compiled paths (~1e-17)
+        unscaled = scaled[:, -K:] / np.array([10, 100, 1000, 10**4])[:, None]
+        assert np.abs(unscaled).max() <= 1e-14 * np.abs(drift_pop[-K:]).max()
 
 
 def test_monte_carlo_theory_approaches_population() -> None:

@@ -40,7 +40,7 @@ from metaode.theory.activations import Activations
 from metaode.theory.fields import diffusion, error_blocks, field_covariance, meta_loss, task_basis
 from metaode.theory.flow import chain_to_overlaps, overlap_flow
 from metaode.theory.state import unpack
-from metaode.theory.system import ODESystem
+from metaode.theory.system import ODESystem, specialised
 
 
 @njit(cache=True)
@@ -54,6 +54,8 @@ def inner_loop(C: np.ndarray, D: np.ndarray, w: np.ndarray, U: np.ndarray, inner
     n = U.shape[1]
     Zs = np.zeros((steps + 1, K, n))
     Zs[0, :, 0] = w
+    if steps == 0:
+        return Zs
     DU = inner_lr * (D @ U)
     P = np.eye(K) - inner_lr * C
     for r in range(steps):
@@ -85,14 +87,43 @@ def inner_loop_vjp(Zs: np.ndarray, C: np.ndarray, U: np.ndarray, inner_lr: float
 
 
 @njit(cache=True)
+def loss_cotangents(Z: np.ndarray, C: np.ndarray, D: np.ndarray, U: np.ndarray, S: np.ndarray):
+    """(Zbar, Cbar, Dbar) of ``meta_loss`` at Z: Zbar = (C Z - D U) S, Cbar = 1/2 Z S Z^T,
+    Dbar = -Z S U^T (S diagonal; written out, the matrices are small)."""
+    K, n = Z.shape
+    M = U.shape[0]
+    resid = np.empty((K, n))
+    for k in range(K):
+        for j in range(n):
+            acc = 0.0
+            for l in range(K):
+                acc += C[k, l] * Z[l, j]
+            for m in range(M):
+                acc -= D[k, m] * U[m, j]
+            resid[k, j] = acc * S[j]
+    Cbar = np.empty((K, K))
+    for k in range(K):
+        for l in range(K):
+            acc = 0.0
+            for j in range(n):
+                acc += Z[k, j] * S[j] * Z[l, j]
+            Cbar[k, l] = 0.5 * acc
+    Dbar = np.empty((K, M))
+    for k in range(K):
+        for m in range(M):
+            acc = 0.0
+            for j in range(n):
+                acc += Z[k, j] * S[j] * U[m, j]
+            Dbar[k, m] = -acc
+    return resid, Cbar, Dbar
+
+
+@njit(cache=True)
 def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
     """(G, H, wbar, Zs) for L_meta at (Q, R, w): the drift's gradients (module docstring)."""
     C, D, E = error_blocks(acts, Q, R, T)
     Zs = inner_loop(C, D, w, U, inner_lr, steps)
-    Z = Zs[steps]
-    resid = (C @ Z - D @ U) * S  # (C Z - D U) S, S diagonal: scale the columns
-    Cbar = 0.5 * (Z * S) @ Z.T
-    Dbar = -(Z * S) @ U.T
+    resid, Cbar, Dbar = loss_cotangents(Zs[steps], C, D, U, S)
     if second_order:
         Cb, Db, wbar = inner_loop_vjp(Zs, C, U, inner_lr, resid)
         Cbar += Cb
@@ -111,6 +142,8 @@ def adapted_head_moments(Z: np.ndarray, U: np.ndarray, task_std: float):
     mean = np.empty(K + M)
     mean[:K] = Z[:, 0]
     mean[K:] = U[:, 0]
+    if task_std == 0.0:
+        return mean, np.zeros((K + M, K + M))
     V = np.empty((K + M, M))
     V[:K] = Z[:, 1:]
     V[K:] = U[:, 1:]
@@ -156,9 +189,10 @@ class ANILSystem(ODESystem):
         self.args = (self.K, self.M, self.T, self.u0, self.task_std, float(te.noise),
                      self.inner_lr, self.steps, tr.order == "second", float(tr.lr),
                      float(tr.lr_head), int(tr.query * tr.meta_batch))
+        self._rhs = specialised(anil_rhs, self.acts, self.initial_state(), *self.args)
 
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return anil_rhs(self.acts, y, *self.args)
+        return self._rhs(self.acts, np.ascontiguousarray(y, dtype=float), *self.args)
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)

@@ -53,9 +53,28 @@ def chain_to_overlaps(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.nda
 def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
                   SQ: np.ndarray, SR: np.ndarray):
     """(X + X^T, 2 G R + H T + SR) with X = 2 G Q + H R^T + SQ: the first-layer drift of the
-    overlaps per unit of -lr."""
-    X = 2.0 * G @ Q + H @ R.T + SQ
-    return X + X.T, 2.0 * G @ R + H @ T + SR
+    overlaps per unit of -lr (written out: K and M are small, a BLAS call per product would cost
+    more than the arithmetic)."""
+    K, M = R.shape
+    X = np.empty((K, K))
+    for k in range(K):
+        for l in range(K):
+            acc = SQ[k, l]
+            for j in range(K):
+                acc += 2.0 * G[k, j] * Q[j, l]
+            for m in range(M):
+                acc += H[k, m] * R[l, m]
+            X[k, l] = acc
+    dR = np.empty((K, M))
+    for k in range(K):
+        for m in range(M):
+            acc = SR[k, m]
+            for j in range(K):
+                acc += 2.0 * G[k, j] * R[j, m]
+            for n in range(M):
+                acc += H[k, n] * T[n, m]
+            dR[k, m] = acc
+    return X + X.T, dR
 
 
 @njit(cache=True)

@@ -26,7 +26,7 @@ from metaode.config import Config
 from metaode.theory.anil import anil_rhs
 from metaode.theory.fields import population_error
 from metaode.theory.state import unpack
-from metaode.theory.system import ODESystem
+from metaode.theory.system import ODESystem, specialised
 
 
 class SGDSystem(ODESystem):
@@ -41,9 +41,12 @@ class SGDSystem(ODESystem):
         self.args = (self.K, self.M, self.T, self.u, float(te.noise), float(tr.lr),
                      float(tr.lr_head), int(tr.query * tr.meta_batch))
 
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
         K, M, T, u, noise, lr, lr_head, batch = self.args
-        return anil_rhs(self.acts, y, K, M, T, u, 0.0, noise, 0.0, 0, False, lr, lr_head, batch)
+        self._flow = (K, M, T, u, 0.0, noise, 0.0, 0, False, lr, lr_head, batch)
+        self._rhs = specialised(anil_rhs, self.acts, self.initial_state(), *self._flow)
+
+    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
+        return self._rhs(self.acts, np.ascontiguousarray(y, dtype=float), *self._flow)
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)
