@@ -37,7 +37,14 @@ from numba import njit
 
 from metaode.config import Config
 from metaode.theory.activations import Activations
-from metaode.theory.fields import diffusion, error_blocks, field_covariance, meta_loss, task_basis
+from metaode.theory.fields import (
+    diffusion,
+    error_blocks,
+    field_covariance,
+    meta_loss,
+    student_blocks,
+    task_basis,
+)
 from metaode.theory.flow import chain_to_overlaps, overlap_flow
 from metaode.theory.state import unpack
 from metaode.theory.system import ODESystem, specialised
@@ -121,7 +128,7 @@ def loss_cotangents(Z: np.ndarray, C: np.ndarray, D: np.ndarray, U: np.ndarray, 
 @njit(cache=True)
 def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
     """(G, H, wbar, Zs) for L_meta at (Q, R, w): the drift's gradients (module docstring)."""
-    C, D, E = error_blocks(acts, Q, R, T)
+    C, D = student_blocks(acts, Q, R, T)
     Zs = inner_loop(C, D, w, U, inner_lr, steps)
     resid, Cbar, Dbar = loss_cotangents(Zs[steps], C, D, U, S)
     if second_order:

@@ -45,12 +45,31 @@ def i2_matrix(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray:
 
 
 @njit(cache=True)
+def student_blocks(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray):
+    """(C, D) of docs/model.md §3, the blocks a gradient needs: C_kl = I2(s, s; Q_kk, Q_ll, Q_kl),
+    D_km = I2(s, t; Q_kk, T_mm, R_km)."""
+    K, M = R.shape
+    C = np.empty((K, K))
+    for k in range(K):
+        for l in range(k, K):
+            C[k, l] = C[l, k] = I2(acts.student, acts.student, Q[k, k], Q[l, l], Q[k, l])
+    D = np.empty((K, M))
+    for k in range(K):
+        for m in range(M):
+            D[k, m] = I2(acts.student, acts.teacher, Q[k, k], T[m, m], R[k, m])
+    return C, D
+
+
+@njit(cache=True)
 def error_blocks(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray):
-    """(C, D, E) of docs/model.md §3: C = I2 over student pairs, D student-teacher, E teacher
-    pairs."""
-    K = Q.shape[0]
-    full = i2_matrix(acts, field_covariance(Q, R, T), K)
-    return full[:K, :K].copy(), full[:K, K:].copy(), full[K:, K:].copy()
+    """(C, D, E) of docs/model.md §3: ``student_blocks`` and E_mn = I2(t, t; T_mm, T_nn, T_mn)."""
+    C, D = student_blocks(acts, Q, R, T)
+    M = T.shape[0]
+    E = np.empty((M, M))
+    for m in range(M):
+        for n in range(m, M):
+            E[m, n] = E[n, m] = I2(acts.teacher, acts.teacher, T[m, m], T[n, n], T[m, n])
+    return C, D, E
 
 
 @njit(cache=True)
