@@ -94,12 +94,13 @@ def inner_loop_vjp(Zs: np.ndarray, C: np.ndarray, U: np.ndarray, inner_lr: float
 
 
 @njit(cache=True)
-def loss_cotangents(Z: np.ndarray, C: np.ndarray, D: np.ndarray, U: np.ndarray, S: np.ndarray):
-    """(Zbar, Cbar, Dbar) of ``meta_loss`` at Z: Zbar = (C Z - D U) S, Cbar = 1/2 Z S Z^T,
-    Dbar = -Z S U^T (S diagonal; written out, the matrices are small)."""
+def loss_cotangents(Z: np.ndarray, C: np.ndarray, D: np.ndarray, U: np.ndarray, S: np.ndarray,
+                    Zbar: np.ndarray, Cbar: np.ndarray, Dbar: np.ndarray) -> None:
+    """Write the cotangents of ``meta_loss`` at Z into (Zbar, Cbar, Dbar): Zbar = (C Z - D U) S,
+    Cbar = 1/2 Z S Z^T, Dbar = -Z S U^T (S diagonal; written out, the matrices are small, and in
+    place: the few-shot Monte Carlo calls it once per support set)."""
     K, n = Z.shape
     M = U.shape[0]
-    resid = np.empty((K, n))
     for k in range(K):
         for j in range(n):
             acc = 0.0
@@ -107,22 +108,19 @@ def loss_cotangents(Z: np.ndarray, C: np.ndarray, D: np.ndarray, U: np.ndarray, 
                 acc += C[k, l] * Z[l, j]
             for m in range(M):
                 acc -= D[k, m] * U[m, j]
-            resid[k, j] = acc * S[j]
-    Cbar = np.empty((K, K))
+            Zbar[k, j] = acc * S[j]
     for k in range(K):
         for l in range(K):
             acc = 0.0
             for j in range(n):
                 acc += Z[k, j] * S[j] * Z[l, j]
             Cbar[k, l] = 0.5 * acc
-    Dbar = np.empty((K, M))
     for k in range(K):
         for m in range(M):
             acc = 0.0
             for j in range(n):
                 acc += Z[k, j] * S[j] * U[m, j]
             Dbar[k, m] = -acc
-    return resid, Cbar, Dbar
 
 
 @njit(cache=True)
@@ -130,7 +128,9 @@ def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
     """(G, H, wbar, Zs) for L_meta at (Q, R, w): the drift's gradients (module docstring)."""
     C, D = student_blocks(acts, Q, R, T)
     Zs = inner_loop(C, D, w, U, inner_lr, steps)
-    resid, Cbar, Dbar = loss_cotangents(Zs[steps], C, D, U, S)
+    K, M = R.shape
+    resid, Cbar, Dbar = np.empty((K, U.shape[1])), np.empty((K, K)), np.empty((K, M))
+    loss_cotangents(Zs[steps], C, D, U, S, resid, Cbar, Dbar)
     if second_order:
         Cb, Db, wbar = inner_loop_vjp(Zs, C, U, inner_lr, resid)
         Cbar += Cb

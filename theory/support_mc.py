@@ -51,6 +51,7 @@ from scipy.special import ndtri
 from scipy.stats import qmc
 
 from metaode.theory.activations import g, g_prime
+from metaode.theory.anil import loss_cotangents
 from metaode.theory.fields import (
     add_fourth_moments,
     field_covariance,
@@ -266,29 +267,9 @@ def _gradient_terms(Z, Zs, C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order,
     M = U.shape[0]
     P = phi.shape[0]
     out[0] = meta_loss(Z, C, D, E, U, S)
-    for k in range(K):
-        for j in range(d):  # Zbar = (C Z - D U) S
-            acc = 0.0
-            for l in range(K):
-                acc += C[k, l] * Z[l, j]
-            for m in range(M):
-                acc -= D[k, m] * U[m, j]
-            Zbar[k, j] = acc * S[j]
-    i = 1
-    for k in range(K):
-        for l in range(K):
-            acc = 0.0
-            for j in range(d):
-                acc += Z[k, j] * S[j] * Z[l, j]
-            out[i] = 0.5 * acc
-            i += 1
-    for k in range(K):
-        for m in range(M):
-            acc = 0.0
-            for j in range(d):
-                acc += Z[k, j] * S[j] * U[m, j]
-            out[i] = -acc
-            i += 1
+    loss_cotangents(Z, C, D, U, S, Zbar, out[1:1 + K * K].reshape(K, K),
+                    out[1 + K * K:1 + K * K + K * M].reshape(K, M))
+    i = 1 + K * K + K * M
     if not second_order:
         out[i:i + K * K + K * M] = 0.0
         i += K * K + K * M
