@@ -11,9 +11,7 @@ from metaode.theory.activations.registry import (
     I2,
     I3,
     I4,
-    INTEGRALS,
     J2,
-    SCALAR_FUNCTIONS,
     Activation,
     Activations,
     I3_gradient,
@@ -33,7 +31,7 @@ from metaode.theory.activations.registry import (
     register,
 )
 
-__all__ = ["INTEGRALS", "SCALAR_FUNCTIONS", "I2", "I3", "I4", "J2", "Activation", "Activations",
+__all__ = ["I2", "I3", "I4", "J2", "Activation", "Activations",
            "I3_gradient", "I4_gradient", "J2_gradient", "activation", "activations", "dI2_dc11",
            "dI2_dc12", "dI2_dc22", "g", "g_prime", "g_second", "has_pair", "is_marker", "names",
            "register"]

@@ -40,11 +40,6 @@ from typing import Any, NamedTuple
 
 from numba import types
 
-#: The generic functions an activation implements (numba ``overload`` targets).
-SCALAR_FUNCTIONS = ("g", "g_prime", "g_second")
-INTEGRALS = ("I2", "I3", "I4", "J2", "dI2_dc11", "dI2_dc22", "dI2_dc12", "J2_gradient",
-             "I3_gradient", "I4_gradient")
-
 
 def _unresolved(name: str) -> Callable[..., Any]:
     def generic(*args: Any) -> Any:
