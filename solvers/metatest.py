@@ -12,7 +12,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from metaode.config import Config
-from metaode.theory.activations.erf_fourpoint import path_rule
+from metaode.theory.activations import path_rule
 from metaode.theory.fewshot import one_step_test_quadratic
 from metaode.theory.fields import error_blocks
 from metaode.theory.metatest import adaptation_curve, support_size

@@ -23,7 +23,7 @@ from states import ERF, random_state
 
 from metaode.config import Config
 from metaode.solvers.metatest import optimal_test_inner_lr
-from metaode.theory.activations.erf_fourpoint import path_rule
+from metaode.theory.activations import path_rule
 from metaode.theory.anil import meta_gradient, metatest_errors
 from metaode.theory.fewshot import (
     four_point_tensor,
@@ -138,7 +138,7 @@ def first_order_objective(Q, R, T, w, u0, P):
     """
     K, M = len(w), len(u0)
     C, D, E = blocks(Q, R, T, K)
-    F = four_point_tensor(field_covariance(Q, R, T), K, *RULE)
+    F = four_point_tensor(ERF, field_covariance(Q, R, T), K, *RULE)
     Euu = np.outer(u0, u0) + TASK_STD**2 * np.eye(M)
     m = w - INNER_LR * (C @ w - D @ u0)
     cbar = np.concatenate([w, -u0])
@@ -296,7 +296,7 @@ def test_monte_carlo_drift_matches_exact_one_step(second_order: bool) -> None:
     population = drift_vector(Q, R, T, Gp, Hp, wp, zero_Q, zero_R)
     sample = support_sample(K, M, P, u0, T, 20 * 2048, 20, 1000)
     C, D, E = error_blocks(ERF, Q, R, T)
-    F = four_point_tensor(field_covariance(Q, R, T), K, *RULE)
+    F = four_point_tensor(ERF, field_covariance(Q, R, T), K, *RULE)
     grads = support_terms(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, 1, second_order, 1,
                           sample.fields, sample.task, C, D, E, F, True, False)[0]
     batches = []

@@ -25,7 +25,7 @@ from states import ERF, random_state
 from metaode.cli import main
 from metaode.config import Config
 from metaode.solvers.integrate import controlled_columns, solve
-from metaode.theory.activations.erf_fourpoint import path_rule
+from metaode.theory.activations import path_rule
 from metaode.theory.fewshot import four_point_tensor, one_step_loss_and_gradient
 from metaode.theory.fields import error_blocks, field_covariance
 from metaode.theory.state import column_names, pack, unpack
@@ -93,7 +93,7 @@ def test_support_set_terms_are_exact_in_the_task(noise: float) -> None:
     K, M, steps = 2, 2, 3
     Q, R, T, w, u0 = random_state(K, M, 3)
     C, D, E = error_blocks(ERF, Q, R, T)
-    F = four_point_tensor(field_covariance(Q, R, T), K, *RULE)
+    F = four_point_tensor(ERF, field_covariance(Q, R, T), K, *RULE)
     sample = support_sample(K, M, 3, u0, T, 16, 2, 5)
     grads = support_terms(ERF, Q, R, T, w, u0, 0.6, noise, 0.8, steps, False, 1, sample.fields,
                           sample.task, C, D, E, F, True, False)[0]

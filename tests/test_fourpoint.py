@@ -11,10 +11,10 @@ C_t, Gauss-Legendre in s with t = 1 - s^2) is checked against
 - Isserlis' theorem for the linear activation (``linear_pair``);
 - its own value with 4x the quadrature nodes (convergence).
 
-Then ``theory.fewshot.four_point_gradient`` (Price's theorem at t = 1, Stein's lemma on the
+Then ``erf_fourpoint.four_point_gradient`` (Price's theorem at t = 1, Stein's lemma on the
 diagonal) against central finite differences of ``four_point``, also at singular covariances along
 directions that keep the fields repeated (the way the few-shot drift uses it), and the symmetries
-of ``theory.fewshot.four_point_tensor``.
+of ``theory.fewshot.four_point_tensor`` (which reaches both through the generic ``F4``).
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ import pytest
 from numba import njit
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
+from states import ERF
 
-from metaode.theory.activations.erf_fourpoint import (
-    DEFAULT_NODES,
-    four_point,
-    linear_pair,
-    path_rule,
-)
-from metaode.theory.fewshot import four_point_gradient, four_point_tensor
+from metaode.theory.activations.erf_fourpoint import four_point, four_point_gradient, linear_pair
+from metaode.theory.activations.quadrature import DEFAULT_NODES, path_rule
+from metaode.theory.fewshot import four_point_tensor
 
 RULE = path_rule()
 FINE_RULE = path_rule(4 * DEFAULT_NODES)
@@ -271,7 +268,7 @@ def test_four_point_tensor_symmetries() -> None:
     """
     K, n = 3, 5
     omega = random_covariance(7, n)
-    F = four_point_tensor(omega, K, *RULE)
+    F = four_point_tensor(ERF, omega, K, *RULE)
     assert F.shape == (K, K, n, n)
     perms = [(1, 0, 2, 3), (2, 3, 0, 1), (0, 2, 1, 3), (3, 1, 2, 0), (2, 0, 3, 1)]
     for k in range(K):

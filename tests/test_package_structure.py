@@ -111,6 +111,19 @@ def test_only_the_erf_activation_imports_the_erf_kernels() -> None:
     assert not users, users
 
 
+def test_only_the_activations_package_names_an_activation() -> None:
+    """The theory, solvers, simulations and validation reach erf only through the generic
+    functions of the registry: no module outside metaode.theory.activations imports an erf module
+    (so another activation is a new module there, not an edit of the model)."""
+    erf_modules = {name for name in package_modules() if name.rpartition(".")[2].startswith("erf")}
+    modules = package_modules()
+    users = [name for name, path in modules.items()
+             if not name.startswith("metaode.theory.activations")
+             and erf_modules & set(imported_names(ast.parse(path.read_text()),
+                                                  name.rpartition(".")[0], modules))]
+    assert erf_modules and not users, users
+
+
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     """A regular (non-editable) build: every file of the wheel is under metaode/ (or its
     dist-info), with the default config and the erf kernels."""

@@ -9,7 +9,7 @@ Exact part (inner_steps = 1). w' = w - inner_lr mean_p phi_p Delta0_p with
 Delta0 = phi . w - psi . u - noise zeta, whose mean is v = C w - D u, so E_S w' is the population
 adapted head and Cov_S w' = (inner_lr^2 / P) (E[phi phi^T Delta0^2] - v v^T), with
 E[phi_k phi_l Delta0^2] = sum_ab c_a c_b F_klab + noise^2 C_kl and F_klab = E[g(z_k) g(z_l) g(z_a)
-g(z_b)] the four-point moments (theory.activations.erf_fourpoint). As eps is quadratic in w'
+g(z_b)] the four-point moments (``F4`` of the activations). As eps is quadratic in w'
 with Hessian C,
 
     L_P = L_meta^pop + inner_lr^2 / (2 P) Xi,
@@ -17,9 +17,8 @@ with Hessian C,
 
 with E_u exact (c and v are linear in u): E[c c^T] = cbar cbar^T + task_std^2 (0 (+) I_M),
 E[v^T C v] = v0^T C v0 + task_std^2 tr(D^T C D), v0 = C w - D u0. Its gradient (the drift) needs
-dF/dOmega, which Price's theorem gives in closed form: dF/dC4_pq = E[g'_p g'_q g_r g_s] = I4 for
-p != q and dF/dC4_pp = 1/2 E[g''_p g_q g_r g_s] = -1/2 sum_{j != p} C4_pj I4(p, j) / (1 + C4_pp)
-(Stein's lemma with g''(z) = -z g'(z)).
+dF/dOmega (``F4_gradient``; by Price's theorem dF/dC4_pq = E[g'_p g'_q g_r g_s] for p != q and
+dF/dC4_pp = 1/2 E[g''_p g_q g_r g_s], in closed form for erf).
 
 Numerical part. The lr^2 (diffusion) term for any inner_steps, and the loss and drift for
 inner_steps > 1 (the loss then involves moments of C^ of order 2 s, not four-point moments), are
@@ -36,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from metaode.config import Config
-from metaode.theory.activations.erf_fourpoint import four_point, pair_i4, path_rule
+from metaode.theory.activations import F4, Activations, F4_gradient, path_rule
 from metaode.theory.anil import (
     ANILSystem,
     inner_loop,
@@ -51,7 +50,7 @@ from metaode.theory.fields import (
     signed_i4_tensor,
     task_basis,
 )
-from metaode.theory.flow import chain_to_overlaps
+from metaode.theory.flow import chain_to_overlaps, flow_of_drift
 from metaode.theory.state import unpack
 from metaode.theory.support_mc import (
     SupportSample,
@@ -62,8 +61,6 @@ from metaode.theory.support_mc import (
     support_terms,
 )
 from metaode.theory.system import ODESystem
-
-_PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
 
 
 @njit(cache=True)
@@ -86,43 +83,51 @@ def _sub_covariance(omega, i0, i1, i2, i3):
 
 
 @njit(cache=True)
-def four_point_tensor(omega: np.ndarray, K: int, nodes: np.ndarray,
+def _f4(acts, omega, K, k, l, a, b, nodes, weights):
+    """F4 of the fields (lambda_k, lambda_l, z_a, z_b), k, l < K, a <= b: the student's activation
+    on student fields, the teacher's on z_a, z_b >= K."""
+    s, t = acts.student, acts.teacher
+    C4 = _sub_covariance(omega, k, l, a, b)
+    if b < K:
+        return F4(s, s, s, s, C4, nodes, weights)
+    if a < K:
+        return F4(s, s, s, t, C4, nodes, weights)
+    return F4(s, s, t, t, C4, nodes, weights)
+
+
+@njit(cache=True)
+def _f4_gradient(acts, omega, K, k, l, a, b, nodes, weights):
+    """F4_gradient of the fields (lambda_k, lambda_l, z_a, z_b), as ``_f4``."""
+    s, t = acts.student, acts.teacher
+    C4 = _sub_covariance(omega, k, l, a, b)
+    if b < K:
+        return F4_gradient(s, s, s, s, C4, nodes, weights)
+    if a < K:
+        return F4_gradient(s, s, s, t, C4, nodes, weights)
+    return F4_gradient(s, s, t, t, C4, nodes, weights)
+
+
+@njit(cache=True)
+def four_point_tensor(acts: Activations, omega: np.ndarray, K: int, nodes: np.ndarray,
                       weights: np.ndarray) -> np.ndarray:
-    """F[k, l, a, b] = E[g(lambda_k) g(lambda_l) g(z_a) g(z_b)] for k, l < K and all fields a, b."""
+    """F[k, l, a, b] = E[g(lambda_k) g(lambda_l) g(z_a) g(z_b)] for k, l < K and all fields a, b
+    (``F4`` of the activations)."""
     n = omega.shape[0]
     F = np.empty((K, K, n, n))
     for k in range(K):
         for l in range(k, K):
             for a in range(n):
                 for b in range(a, n):
-                    v = four_point(_sub_covariance(omega, k, l, a, b), nodes, weights)
+                    v = _f4(acts, omega, K, k, l, a, b, nodes, weights)
                     F[k, l, a, b] = F[l, k, a, b] = F[k, l, b, a] = F[l, k, b, a] = v
     return F
 
 
 @njit(cache=True)
-def four_point_gradient(C4: np.ndarray) -> np.ndarray:
-    """dF/dC4 for a 4 x 4 covariance: off-diagonal (p, q) = derivative along the symmetric pair,
-    I4(p, q; r, s); diagonal (p, p) = 1/2 E[g''(z_p) ...] = -1/2 sum_j C4_pj I4(p, j) / (1 + C4_pp).
-    """
-    grad = np.zeros((4, 4))
-    for i in range(6):
-        p, q, r, s = _PAIRS[i]
-        v = pair_i4(C4, p, q, r, s, 1.0)
-        grad[p, q] = grad[q, p] = v
-    for p in range(4):
-        acc = 0.0
-        for j in range(4):
-            if j != p:
-                acc += C4[p, j] * grad[p, j]
-        grad[p, p] = -0.5 * acc / (1.0 + C4[p, p])
-    return grad
-
-
-@njit(cache=True)
-def four_point_pullback(omega: np.ndarray, K: int, Fbar: np.ndarray):
+def four_point_pullback(acts: Activations, omega: np.ndarray, K: int, Fbar: np.ndarray,
+                        nodes: np.ndarray, weights: np.ndarray):
     """(G, H) contributions of sum_klab Fbar_klab F_klab(Omega), in the convention of
-    ``theory.anil.chain_to_overlaps`` (G symmetrised: G_kl = 1/2 dL/d(pair kl) for k != l)."""
+    ``theory.flow.chain_to_overlaps`` (G symmetrised: G_kl = 1/2 dL/d(pair kl) for k != l)."""
     n = omega.shape[0]
     pair = np.zeros((n, n))  # derivative along each symmetric pair {i, j}, stored at i <= j
     for k in range(K):
@@ -132,8 +137,9 @@ def four_point_pullback(omega: np.ndarray, K: int, Fbar: np.ndarray):
                     wgt = Fbar[k, l, a, b]
                     if wgt == 0.0:
                         continue
-                    idx = (k, l, a, b)
-                    grad = four_point_gradient(_sub_covariance(omega, k, l, a, b))
+                    lo, hi = min(a, b), max(a, b)
+                    idx = (k, l, lo, hi)
+                    grad = _f4_gradient(acts, omega, K, k, l, lo, hi, nodes, weights)
                     for p in range(4):
                         for q in range(p, 4):
                             i, j = min(idx[p], idx[q]), max(idx[p], idx[q])
@@ -191,7 +197,7 @@ def one_step_test_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, nodes, wei
     The error after one test step is minimal at eta* = b / a."""
     K = R.shape[0]
     C, D, E = error_blocks(acts, Q, R, T)
-    F = four_point_tensor(field_covariance(Q, R, T), K, nodes, weights)
+    F = four_point_tensor(acts, field_covariance(Q, R, T), K, nodes, weights)
     _, _, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
     U, S = task_basis(u0, task_std)
     Zs = inner_loop(C, D, w, U, 0.0, 0)
@@ -205,12 +211,15 @@ def one_step_test_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, nodes, wei
 def one_step_loss_and_gradient(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order,
                                nodes, weights):
     """(L_P, G, H, wbar) for inner_steps = 1 on P support examples, exact (module docstring)."""
-    F = four_point_tensor(field_covariance(Q, R, T), R.shape[0], nodes, weights)
-    return one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F)
+    F = four_point_tensor(acts, field_covariance(Q, R, T), R.shape[0], nodes,
+                          weights)
+    return one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F,
+                          nodes, weights)
 
 
 @njit(cache=True)
-def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F):
+def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_order, F, nodes,
+                   weights):
     """``one_step_loss_and_gradient`` with the four-point tensor F of Omega given."""
     K, M = R.shape
     C, D, E = error_blocks(acts, Q, R, T)
@@ -236,7 +245,7 @@ def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_or
     for k in range(K):
         for l in range(K):
             Fbar[k, l] = coef * C[k, l] * M2
-    G3, H3 = four_point_pullback(omega, K, Fbar)
+    G3, H3 = four_point_pullback(acts, omega, K, Fbar, nodes, weights)
     # dXi/dw: sum_ab Y'_ab E[c_a c_b] depends on w through cbar; Y'_ab = sum_kl C_kl F_klab
     Yp = np.zeros((K + M, K + M))
     for k in range(K):
@@ -299,10 +308,10 @@ class FewShotANILSystem(ODESystem):
         K, M = self.K, self.M
         C, D, E = error_blocks(self.acts, Q, R, self.T)
         omega = field_covariance(Q, R, self.T)
-        F = four_point_tensor(omega, K, self.nodes, self.weights)
+        F = four_point_tensor(self.acts, omega, K, self.nodes, self.weights)
         loss1, G1, H1, wbar1 = one_step_terms(self.acts, Q, R, self.T, w, self.u0,
                                               self.task_std, self.noise, self.inner_lr, self.P,
-                                              self.second, F)
+                                              self.second, F, self.nodes, self.weights)
         drift = drift_vector(loss1, G1, H1, np.zeros((K, K)), np.zeros((K, M)), wbar1, Q, R,
                              self.T)
         several = self.steps > 1
@@ -324,16 +333,11 @@ class FewShotANILSystem(ODESystem):
         return drift, phi
 
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        """dQ = -lr (X + X^T) + lr^2 / meta_batch Phi, dR = -lr (2 G R + H T + SR),
-        dw = -lr_head wbar (docs/model.md §9.3, ``theory.support_mc.drift_vector``)."""
+        """``theory.flow.flow_of_drift`` of the estimated drift and Phi, batch = meta_batch (Phi
+        already holds the query average; docs/model.md §9.3, ``theory.support_mc``)."""
         Q, R, w = unpack(y, self.K, self.M)
         drift, phi = self._estimate(Q, R, w, True)
-        nq, nr = self.K * (self.K + 1) // 2, self.K * self.M
-        out = drift[1:].copy()
-        out[:nq] = -self.lr * out[:nq] + self.lr**2 / self.meta_batch * phi[np.triu_indices(self.K)]
-        out[nq:nq + nr] *= -self.lr
-        out[nq + nr:] *= -self.lr_head
-        return out
+        return flow_of_drift(drift[1:], phi, self.lr, self.lr_head, self.meta_batch)
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
         Q, R, w = unpack(y, self.K, self.M)

@@ -11,7 +11,9 @@ overlaps by (``overlap_flow``)
 
 with Phi the lr^2 (diffusion) term of ``theory.fields``, batch = query x meta_batch, and (SQ, SR)
 the directions a finite support set adds through its own fields (few-shot second order; zero
-otherwise). sgd (no inner step), population anil and few-shot anil all end here.
+otherwise). sgd (no inner step), population anil and few-shot anil all end here: the first two
+through ``overlap_flow``, few-shot anil (whose Monte Carlo estimates the drift directly in the
+layout of the state) through ``flow_of_drift``.
 """
 
 from __future__ import annotations
@@ -78,9 +80,30 @@ def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H:
 
 
 @njit(cache=True)
+def flow_of_drift(drift: np.ndarray, phi: np.ndarray, lr: float, lr_head: float,
+                  batch: int) -> np.ndarray:
+    """dy/dalpha = pack(-lr dQ + lr^2 / batch Phi, -lr dR, -lr_head wbar) from the drift in the
+    layout of the state, drift = pack(X + X^T, 2 G R + H T + SR, wbar), and the K x K matrix Phi.
+    """
+    K = phi.shape[0]
+    nq = K * (K + 1) // 2
+    out = np.empty_like(drift)
+    diffusion = lr * lr / batch
+    i = 0
+    for k in range(K):
+        for l in range(k, K):
+            out[i] = -lr * drift[i] + diffusion * phi[k, l]
+            i += 1
+    head = drift.shape[0] - K
+    out[nq:head] = -lr * drift[nq:head]
+    out[head:] = -lr_head * drift[head:]
+    return out
+
+
+@njit(cache=True)
 def overlap_flow(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
                  SQ: np.ndarray, SR: np.ndarray, wbar: np.ndarray, phi: np.ndarray, lr: float,
                  lr_head: float, batch: int) -> np.ndarray:
     """dy/dalpha = pack(dQ, dR, dw) of the module docstring."""
     dQ, dR = overlap_drift(Q, R, T, G, H, SQ, SR)
-    return pack(-lr * dQ + (lr * lr / batch) * phi, -lr * dR, -lr_head * wbar)
+    return flow_of_drift(pack(dQ, dR, wbar), phi, lr, lr_head, batch)

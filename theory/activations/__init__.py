@@ -1,19 +1,22 @@
 """Activations and their Gaussian integrals: the one place where g enters metaode.
 
-``registry`` defines the generic functions (g, g', g'', I2, I3, I4, J2 and derivatives) that
-compiled code calls on activation markers, and the registry of activations by name; each
-activation lives in its own module, which implements them for its marker and registers itself.
-Importing this package registers the built-in ones (``erf``).
+``registry`` defines the generic functions (g, g', g'', I2, I3, I4, J2 and derivatives, the
+four-point moments F4) that compiled code calls on activation markers, and the registry of
+activations by name; each activation lives in its own module, which implements them for its
+marker and registers itself. Importing this package registers the built-in ones (``erf``).
 """
 
 from metaode.theory.activations import erf  # noqa: F401  (registers "erf")
+from metaode.theory.activations.quadrature import path_rule
 from metaode.theory.activations.registry import (
+    F4,
     I2,
     I3,
     I4,
     J2,
     Activation,
     Activations,
+    F4_gradient,
     I3_gradient,
     I4_gradient,
     J2_gradient,
@@ -31,7 +34,7 @@ from metaode.theory.activations.registry import (
     register,
 )
 
-__all__ = ["I2", "I3", "I4", "J2", "Activation", "Activations",
+__all__ = ["F4", "F4_gradient", "I2", "I3", "I4", "J2", "Activation", "Activations",
            "I3_gradient", "I4_gradient", "J2_gradient", "activation", "activations", "dI2_dc11",
            "dI2_dc12", "dI2_dc22", "g", "g_prime", "g_second", "has_pair", "is_marker", "names",
-           "register"]
+           "path_rule", "register"]

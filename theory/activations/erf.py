@@ -2,8 +2,9 @@
 
 g'(z) = sqrt(2 / pi) exp(-z^2 / 2) and g''(z) = -z g'(z). The integrals are the closed forms that
 ``metaode.theory.derive`` derives with sympy into ``erf_kernels`` (docs/model.md §6): the
-arcsine kernel I2, and I3, I4, J2 and their gradients by Gaussian integration of g'.
-This is the only module that imports ``erf_kernels``.
+arcsine kernel I2, and I3, I4, J2 and their gradients by Gaussian integration of g'. The
+four-point moments F4 are path integrals of I4 (``erf_fourpoint``). This module and
+``erf_fourpoint`` are the only ones that import ``erf_kernels``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import NamedTuple
 
 from numba.extending import overload
 
+from metaode.theory.activations import erf_fourpoint as fourpoint
 from metaode.theory.activations import erf_kernels as kernels
 from metaode.theory.activations import registry as act
 
@@ -108,6 +110,18 @@ def _I4_gradient(s, f, h, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     if _erf(s, f, h):
         return lambda s, f, h, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34: (
             kernels.I4_gradient(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34))
+
+
+@overload(act.F4)
+def _F4(f1, f2, f3, f4, C4, nodes, weights):
+    if _erf(f1, f2, f3, f4):
+        return lambda f1, f2, f3, f4, C4, nodes, weights: fourpoint.four_point(C4, nodes, weights)
+
+
+@overload(act.F4_gradient)
+def _F4_gradient(f1, f2, f3, f4, C4, nodes, weights):
+    if _erf(f1, f2, f3, f4):
+        return lambda f1, f2, f3, f4, C4, nodes, weights: fourpoint.four_point_gradient(C4)
 
 
 act.register(act.Activation("erf", Erf(), "g(z) = erf(z / sqrt 2)"))

@@ -1,4 +1,5 @@
-"""Four-point moments F = E[g(z1) g(z2) g(z3) g(z4)] of the erf activation, z ~ N(0, C).
+"""Four-point moments F = E[g(z1) g(z2) g(z3) g(z4)] of the erf activation, z ~ N(0, C), and
+their gradient dF/dC (the erf implementation of ``F4`` and ``F4_gradient``).
 
 They are not elementary for erf, but their derivatives are (Price's theorem,
 dE[f]/dC_ab = E[d^2 f / dz_a dz_b] for a != b). Along the path C_t = diag(C) + t offdiag(C),
@@ -10,11 +11,12 @@ t in [0, 1] (a covariance for every t, being a convex combination of two),
 with {c, d} the other two positions and I4 the sympy-derived closed form (``erf_kernels``).
 At t = 0 the fields are independent and F = prod_a E[g(z_a)] = 0 (g is odd), so
 
-    F(C) = int_0^1 sum_{a<b} C_ab I4_t(a, b; c, d) dt.
+    F(C) = int_0^1 sum_{a<b} C_ab I4_t(a, b; c, d) dt,
 
-Repeated fields (C singular, e.g. F = E[g(z)^2 g(y)^2]) make the integrand behave like
-sqrt(1 - t) at t = 1; the substitution t = 1 - s^2 removes that branch point, and Gauss-Legendre
-quadrature in s converges geometrically (``tests/test_fourpoint.py`` measures it).
+integrated with the rule of ``quadrature.path_rule`` (which removes the sqrt(1 - t) branch point
+of repeated fields). The gradient needs no quadrature: dF/dC_pq = I4(p, q; r, s) at t = 1 for
+p != q, and on the diagonal Stein's lemma with g''(z) = -z g'(z) gives
+dF/dC_pp = 1/2 E[g''(z_p) g_q g_r g_s] = -1/2 sum_{j != p} C_pj I4(p, j) / (1 + C_pp).
 """
 
 from __future__ import annotations
@@ -24,17 +26,7 @@ from numba import njit
 
 from metaode.theory.activations.erf_kernels import I4
 
-#: Gauss-Legendre nodes on s in [0, 1] used by default (near machine precision, see the tests).
-DEFAULT_NODES = 32
-
 _PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
-
-
-def path_rule(n: int = DEFAULT_NODES) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes t_i and weights W_i with int_0^1 f(t) dt ~ sum_i W_i f(t_i), after t = 1 - s^2."""
-    x, wx = np.polynomial.legendre.leggauss(n)
-    s = 0.5 * (x + 1.0)
-    return 1.0 - s * s, wx * s  # dt = 2 s ds, ds = dx / 2
 
 
 @njit(cache=True)
@@ -68,3 +60,22 @@ def four_point(C: np.ndarray, nodes: np.ndarray, weights: np.ndarray, pair=pair_
                 acc += C[a, b] * pair(C, a, b, c, d, t)
         total += weights[i] * acc
     return total
+
+
+@njit(cache=True)
+def four_point_gradient(C: np.ndarray) -> np.ndarray:
+    """dF/dC for a 4 x 4 covariance: off-diagonal (p, q) = derivative along the symmetric pair,
+    I4(p, q; r, s); diagonal (p, p) = 1/2 E[g''(z_p) ...] = -1/2 sum_j C_pj I4(p, j) / (1 + C_pp).
+    """
+    grad = np.zeros((4, 4))
+    for i in range(6):
+        p, q, r, s = _PAIRS[i]
+        v = pair_i4(C, p, q, r, s, 1.0)
+        grad[p, q] = grad[q, p] = v
+    for p in range(4):
+        acc = 0.0
+        for j in range(4):
+            if j != p:
+                acc += C[p, j] * grad[p, j]
+        grad[p, p] = -0.5 * acc / (1.0 + C[p, p])
+    return grad

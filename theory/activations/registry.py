@@ -21,6 +21,18 @@ first, then c12, c13, ... row-major), s the student's activation and f, h either
     dI2_dc11, dI2_dc22, dI2_dc12 (f, h; ..): the partial derivatives of I2
     J2_gradient, I3_gradient, I4_gradient: tuples of all partial derivatives
 
+Four-point moments (the few-shot theory, docs/model.md §9), f1..f4 the activations of the four
+fields, C4 a 4 x 4 covariance (repeated fields allowed, so C4 may be singular) and (nodes, weights)
+the rule of ``quadrature.path_rule``, which an implementation may use or ignore:
+
+    F4(f1, f2, f3, f4; C4, nodes, weights)          = E[f1(z1) f2(z2) f3(z3) f4(z4)]
+    F4_gradient(f1, f2, f3, f4; C4, nodes, weights) = dF4/dC4, a 4 x 4 array: off the diagonal
+        the derivative along the symmetric pair (C4_pq and C4_qp moved together), on it d/dC4_pp
+
+The theory calls them with the student's activation in the first two positions (and wherever a
+field is a student's), so a pair's module implements the orders (s, s, s, s), (s, s, s, t) and
+(s, s, t, t).
+
 An integral of two different activations belongs to their pair: it is registered by the module of
 whichever activation comes second, for both orders of (f, h).
 
@@ -63,6 +75,8 @@ dI2_dc12 = _unresolved("dI2_dc12")
 J2_gradient = _unresolved("J2_gradient")
 I3_gradient = _unresolved("I3_gradient")
 I4_gradient = _unresolved("I4_gradient")
+F4 = _unresolved("F4")
+F4_gradient = _unresolved("F4_gradient")
 
 class Activations(NamedTuple):
     """The markers of the student's and the teacher's activation, as compiled code receives them."""
