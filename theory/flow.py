@@ -22,7 +22,6 @@ import numpy as np
 from numba import njit
 
 from metaode.theory.activations import Activations, dI2_dc11, dI2_dc12, dI2_dc22
-from metaode.theory.state import pack
 
 
 @njit(cache=True)
@@ -48,15 +47,18 @@ def chain_to_overlaps(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.nda
             a, b, c = Q[k, k], T[m, m], R[k, m]
             G[k, k] += Dbar[k, m] * dI2_dc11(s, t, a, b, c)
             H[k, m] += Dbar[k, m] * dI2_dc12(s, t, a, b, c)
-    return 0.5 * (G + G.T), H
+    for k in range(K):  # symmetrise: G <- (G + G^T) / 2
+        for l in range(k + 1, K):
+            G[k, l] = G[l, k] = 0.5 * (G[k, l] + G[l, k])
+    return G, H
 
 
 @njit(cache=True)
 def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
-                  SQ: np.ndarray, SR: np.ndarray):
-    """(X + X^T, 2 G R + H T + SR) with X = 2 G Q + H R^T + SQ: the first-layer drift of the
-    overlaps per unit of -lr (written out: K and M are small, a BLAS call per product would cost
-    more than the arithmetic)."""
+                  SQ: np.ndarray, SR: np.ndarray, wbar: np.ndarray) -> np.ndarray:
+    """pack(X + X^T, 2 G R + H T + SR, wbar) with X = 2 G Q + H R^T + SQ: the drift of the overlaps
+    per unit of -lr (of w: of -lr_head), in the layout of the state (written out: K and M are
+    small, a BLAS call per product would cost more than the arithmetic)."""
     K, M = R.shape
     X = np.empty((K, K))
     for k in range(K):
@@ -67,7 +69,12 @@ def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H:
             for m in range(M):
                 acc += H[k, m] * R[l, m]
             X[k, l] = acc
-    dR = np.empty((K, M))
+    out = np.empty(K * (K + 1) // 2 + K * M + K)
+    i = 0
+    for k in range(K):
+        for l in range(k, K):
+            out[i] = X[k, l] + X[l, k]
+            i += 1
     for k in range(K):
         for m in range(M):
             acc = SR[k, m]
@@ -75,18 +82,18 @@ def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H:
                 acc += 2.0 * G[k, j] * R[j, m]
             for n in range(M):
                 acc += H[k, n] * T[n, m]
-            dR[k, m] = acc
-    return X + X.T, dR
+            out[i] = acc
+            i += 1
+    out[i:] = wbar
+    return out
 
 
 @njit(cache=True)
 def flow_of_drift(drift: np.ndarray, phi: np.ndarray, lr: float, lr_head: float,
                   batch: int) -> np.ndarray:
     """dy/dalpha = pack(-lr dQ + lr^2 / batch Phi, -lr dR, -lr_head wbar) from the drift in the
-    layout of the state, drift = pack(X + X^T, 2 G R + H T + SR, wbar), and the K x K matrix Phi.
-    """
+    layout of the state (``overlap_drift``) and the K x K matrix Phi."""
     K = phi.shape[0]
-    nq = K * (K + 1) // 2
     out = np.empty_like(drift)
     diffusion = lr * lr / batch
     i = 0
@@ -95,8 +102,10 @@ def flow_of_drift(drift: np.ndarray, phi: np.ndarray, lr: float, lr_head: float,
             out[i] = -lr * drift[i] + diffusion * phi[k, l]
             i += 1
     head = drift.shape[0] - K
-    out[nq:head] = -lr * drift[nq:head]
-    out[head:] = -lr_head * drift[head:]
+    for j in range(i, head):
+        out[j] = -lr * drift[j]
+    for j in range(head, drift.shape[0]):
+        out[j] = -lr_head * drift[j]
     return out
 
 
@@ -105,5 +114,4 @@ def overlap_flow(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: 
                  SQ: np.ndarray, SR: np.ndarray, wbar: np.ndarray, phi: np.ndarray, lr: float,
                  lr_head: float, batch: int) -> np.ndarray:
     """dy/dalpha = pack(dQ, dR, dw) of the module docstring."""
-    dQ, dR = overlap_drift(Q, R, T, G, H, SQ, SR)
-    return flow_of_drift(pack(dQ, dR, wbar), phi, lr, lr_head, batch)
+    return flow_of_drift(overlap_drift(Q, R, T, G, H, SQ, SR, wbar), phi, lr, lr_head, batch)

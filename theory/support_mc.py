@@ -59,7 +59,6 @@ from metaode.theory.fields import (
     symmetrise_pairs,
 )
 from metaode.theory.flow import chain_to_overlaps, overlap_drift
-from metaode.theory.state import pack
 
 #: Largest permutation group whose images complete every sample point (K! beyond: the cyclic shifts
 #: of the student units; the teacher part is dropped when the product would exceed it).
@@ -447,8 +446,7 @@ def drift_of_terms(acts, terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarr
 def drift_vector(loss, G, H, SQ, SR, wbar, Q, R, T) -> np.ndarray:
     """(loss, X + X^T, 2 G R + H T + SR, wbar) with X = 2 G Q + H R^T + SQ, the last three in the
     layout of the state (``theory.state.pack``)."""
-    dQ, dR = overlap_drift(Q, R, T, G, H, SQ, SR)
-    state = pack(dQ, dR, wbar)
+    state = overlap_drift(Q, R, T, G, H, SQ, SR, wbar)
     out = np.empty(1 + state.shape[0])
     out[0] = loss
     out[1:] = state
