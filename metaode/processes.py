@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from multiprocessing.context import BaseContext
 
 #: Modules the server imports before it forks any worker (all that a worker runs).
-PRELOAD = ("solvers.sweep", "simulations.run")
+PRELOAD = ("metaode.solvers.sweep", "metaode.simulations.run")
 #: Environment of the server and so of every worker.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

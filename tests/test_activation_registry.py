@@ -29,12 +29,12 @@ from metaode.theory import activations as act
 from metaode.theory.system import build_system
 
 
-class TestLinear(NamedTuple):
+class LinearForTests(NamedTuple):
     """The marker of g(z) = z, known only to this test."""
 
 
 def _mine(*types_) -> bool:
-    return all(act.is_marker(t, TestLinear) for t in types_)
+    return all(act.is_marker(t, LinearForTests) for t in types_)
 
 
 @overload(act.g)
@@ -91,7 +91,7 @@ def _I4(s, f, h, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return lambda s, f, h, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34: c34
 
 
-act.register(act.Activation("test_linear", TestLinear(), "g(z) = z (test only)"))
+act.register(act.Activation("test_linear", LinearForTests(), "g(z) = z (test only)"))
 
 LINEAR = {"teacher": {"M": 2, "activation": "test_linear"},
           "student": {"K": 2, "activation": "test_linear", "Q0": [[0.3, 0.05], [0.05, 0.2]],
@@ -102,7 +102,7 @@ LINEAR = {"teacher": {"M": 2, "activation": "test_linear"},
 
 def check_config_choice() -> None:
     config = Config.from_dict(LINEAR)
-    assert config.activations == act.Activations(TestLinear(), TestLinear())
+    assert config.activations == act.Activations(LinearForTests(), LinearForTests())
     assert "test_linear" in act.names()
 
 

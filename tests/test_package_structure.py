@@ -150,3 +150,12 @@ def test_notebooks_use_the_public_api_only() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metaode"):
                 assert node.module == "metaode", f"{path.name}: imports {node.module}"
                 assert {a.name for a in node.names} <= set(metaode.__all__), path.name
+
+
+def test_the_worker_server_preloads_modules_of_the_package() -> None:
+    """The fork server of the worker pools imports ``PRELOAD`` by name (it ignores names it
+    cannot import): each must be a module of the installed package, not an old top-level name."""
+    from metaode.processes import PRELOAD
+
+    modules = package_modules()
+    assert PRELOAD and all(name in modules for name in PRELOAD), PRELOAD
