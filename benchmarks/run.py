@@ -144,10 +144,13 @@ def theory_rows() -> list[dict[str, str]]:
         config = theory_config(2, 2, 100.0, "anil", steps)
         system = build_system(config)
         wall, cpu, traj = median_time(lambda system=system: solve(system), REPEATS)
+        scipy_wall = median_time(lambda system=system: solve(system, method="DOP853"),
+                                 REPEATS)[0]
         rows.append(row("theory", f"anil (second order, inner_steps {steps}), K = M = 2, "
                         "alpha = 0..100", ms(wall), "<= 100 ms", f"{wall / 0.1:.2f} of target",
                         f"CPU {ms(cpu)}; {traj.nfev} rhs evaluations; final error "
-                        f"{traj.error[-1]:.3g}"))
+                        f"{traj.error[-1]:.3g}; scipy's DOP853 on the same system "
+                        f"{ms(scipy_wall)} ({scipy_wall / wall:.1f}x)"))
     return rows
 
 
@@ -157,8 +160,9 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
     system = build_system(config)
     times = config.times()
     wall, cpu, ours = median_time(lambda: solve(system), REPEATS)
-    tight = solve(system, rtol=1e-12, atol=1e-14)
-    check = solve(system, rtol=1e-11, atol=1e-13)  # how exact the reference itself is
+    scipy_wall, _, theirs = median_time(lambda: solve(system, method="DOP853"), REPEATS)
+    tight = solve(system, method="DOP853", rtol=1e-12, atol=1e-14)
+    check = solve(system, method="DOP853", rtol=1e-11, atol=1e-13)  # the reference's own error
     start = time.perf_counter()
     states = euler(system, times, EULER_DT)
     euler_seconds = time.perf_counter() - start
@@ -175,10 +179,14 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
     reference = max(np.abs(check.error - tight.error).max(),
                     np.abs(check.states - tight.states).max())
     return [
-        row("theory", f"{name}: our solve (DOP853, rtol 1e-6)", ms(wall),
+        row("theory", f"{name}: our solve (numba-DOP853, rtol 1e-6)", ms(wall),
             "<= 50 ms" if K == 2 else "", f"{wall / 0.05:.2f} of target" if K == 2 else "",
             f"CPU {ms(cpu)}; {ours.nfev} rhs evaluations, {1e6 * wall / ours.nfev:.1f} us each "
             f"(incl. records); final error {ours.error[-1]:.3g}"),
+        row("theory", f"{name}: scipy's DOP853 on the same system (the default before 0.2)",
+            ms(scipy_wall), "", f"{scipy_wall / wall:.1f}x our time",
+            f"{theirs.nfev} rhs evaluations; max |difference| of the state from ours "
+            f"{np.abs(theirs.states - ours.states).max():.1g}"),
         row("theory", f"{name}: nn2pp (C++, Euler dt = 0.01), quoted in issue 6, not run here",
             f"{nn2pp:g} s", ">= 10x slower than ours", f"{nn2pp / wall:.0f}x our time"),
         row("theory", f"{name}: Euler dt = 0.01 on our right-hand side (`benchmarks/euler.py`)",
@@ -353,16 +361,17 @@ HOW = """\
 All rows come from one run of `python -m benchmarks.run`; "ratio" compares figures of that run.
 
 - **theory**: `solvers.integrate.solve` on the config of `benchmarks.cases.theory_config` (default
-  drawn initial condition, lr = lr_head = 0.5, DOP853 at rtol = 1e-6, atol = 1e-8, 201 records,
-  observables included); median over 7 calls after one untimed warm-up call (numba's cache loaded,
+  drawn initial condition, lr = lr_head = 0.5, the default integrator numba-DOP853, with scipy's
+  DOP853 beside it, at rtol = 1e-6, atol = 1e-8, 201 records, observables included); median
+  over 7 calls after one untimed warm-up call (numba's cache loaded,
   scipy imported), wall time (`time.perf_counter`) with the CPU time (`time.process_time`) in the
   detail. anil: second order, population support, task_std = 0.5, inner_lr = 0.5.
 - **nn2pp**: the public C++ integrator of Goldt et al. (explicit Euler at dt = 0.01) cannot be run
   here; its times are those quoted in issue 6 for this kind of machine. **Euler dt = 0.01** is the
   same scheme on our right-hand side (`benchmarks/euler.py`), timed once. **Accuracy**: the largest
   absolute deviation over the 201 records of the error curve (and, in the detail, of every entry
-  of the state) from a DOP853 solve at rtol = 1e-12, atol = 1e-14 of the same system; the detail
-  says how far rtol 1e-11 is from that reference (its own accuracy).
+  of the state) from a scipy DOP853 solve at rtol = 1e-12, atol = 1e-14 of the same system; the
+  detail says how far rtol 1e-11 is from that reference (its own accuracy).
 - **simulation**: each case in a fresh process (`benchmarks/child.py`): `make_run(config,
   N).advance` for 10^8 / N outer steps (10^5 at N = 10^3 down to 100 at N = 10^6), median of 3 after
   a warm-up of 1 % of the steps; the records (overlaps, observables) are not included. The draw is

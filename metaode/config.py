@@ -28,7 +28,7 @@ from metaode.theory import activations as registered
 
 ORDERS = ("first", "second")
 SPACINGS = ("linear", "log")
-METHODS = ("DOP853", "RK45", "Radau", "BDF", "LSODA")
+METHODS = ("numba-DOP853", "DOP853", "RK45", "Radau", "BDF", "LSODA")
 #: Relative tolerance of positive semi-definiteness: a symmetric matrix whose smallest eigenvalue
 #: is >= -PSD_TOLERANCE max(1, max |entry|) counts as a covariance (rounding of overlaps that are
 #: exactly singular, e.g. a student unit equal to a teacher unit). Used by the config and by the
@@ -113,7 +113,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "log_start": Key("float", 0.01, "first nonzero time of a log grid", 0, 1e9, low_open=True),
     },
     "solver": {
-        "method": Key("str", "DOP853", "scipy.integrate.solve_ivp method", choices=METHODS),
+        "method": Key("str", "numba-DOP853", "integrator: numba-DOP853 (DOP853 compiled with the "
+                      "right-hand side and the records) or a scipy.integrate.solve_ivp method",
+                      choices=METHODS),
         "rtol": Key("float", 1e-8, "relative tolerance of the ODE integrator", 1e-14, 1e-1),
         "atol": Key("float", 1e-10, "absolute tolerance of the ODE integrator", 1e-16, 1e-1),
         "max_norm": Key("float", 1e5, "runaway bound: theory and simulation stop (diverged) "
@@ -416,7 +418,9 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
         mt["inner_lr"] = tr["inner_lr"]
     if mt["at"] is None:
         mt["at"] = np.array([tr["alpha_max"]])
-    elif mt["at"].size == 0 or mt["at"].min() < 0 or mt["at"].max() > tr["alpha_max"]:
+    elif mt["at"].size == 0:
+        _fail("metatest.at", "must name at least one meta-time (default: [alpha_max])")
+    elif mt["at"].min() < 0 or mt["at"].max() > tr["alpha_max"]:
         _fail("metatest.at", f"meta-times must lie in [0, alpha_max = {tr['alpha_max']:g}]")
     if not registered.has_pair(s["activation"], t["activation"]):
         _fail("student.activation", f"no Gaussian integrals are registered for a "

@@ -43,7 +43,7 @@ from metaode.simulations.fewshot import adapted_error_mc, fewshot_steps
 from metaode.simulations.kernels import overlaps
 from metaode.simulations.networks import networks_with_overlaps
 from metaode.simulations.sgd import sgd_steps
-from metaode.theory.fields import representation_error, specialisation
+from metaode.theory.fields import common_observables
 from metaode.theory.metatest import metatest_curve
 from metaode.theory.state import pack, state_size
 from metaode.theory.system import build_system, non_finite, runaway, state_problem
@@ -163,12 +163,14 @@ class FewShotRun(Run):
             int(tr.support), tr.algorithm == "maml", int(self.config.simulation.eval_tasks),
             self.eval_rng)
         Q, R, T = overlaps(self.J, self.B)
-        spec, align = specialisation(Q, R, T)
+        values = np.empty(4 + self.config.K)
+        common_observables(self.config.activations, Q, R, T, np.asarray(te.u0, dtype=float),
+                           float(te.task_std), values)
+        names = ["representation_error", "specialisation",
+                 *(f"align_{k}" for k in range(self.config.K))]
         return {"error": float(error), "error_mc_stderr": float(stderr),
                 "error_before_adaptation": float(before),
-                "representation_error": representation_error(self.config.activations, Q, R, T,
-                                                             te.u0, te.task_std),
-                "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
+                **dict(zip(names, values[2:].tolist(), strict=True))}
 
 
 def anil_run(config: Config, N: int, rng: np.random.Generator) -> Run:

@@ -13,16 +13,25 @@ returns True (e.g. after SIGINT) ends it the same way with ``status = INTERRUPTE
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 from scipy import integrate
 
+from metaode.solvers import dop853
 from metaode.theory.metatest import metatest_curve
 from metaode.theory.state import column_names
-from metaode.theory.system import ODESystem, non_finite
+from metaode.theory.system import DIVERGENCE_BOUND, ODESystem, state_message
 from metaode.trajectory import DIVERGED, INTERRUPTED, SUCCESS, Trajectory, metatest_curves
+
+#: The default method: ``solvers.dop853``, DOP853 compiled with the system's flow.
+COMPILED = "numba-DOP853"
+#: scipy's message for a step below 10 ulp of alpha, which the compiled method repeats.
+TOO_SMALL_STEP = "Required step size is less than spacing between numbers."
+#: With a ``stop`` callable, the compiled method returns to poll it about this often (seconds).
+CHUNK_SECONDS = 0.05
 
 _METHODS = {
     "DOP853": integrate.DOP853,
@@ -196,73 +205,145 @@ def integrate(system: ODESystem, times: np.ndarray | None = None, *, method: str
               y0: np.ndarray | None = None, stop: Callable[[], bool] | None = None,
               metatest: bool = True) -> Trajectory:
     """One integration of ``system``'s right-hand side as it is (``solve``'s arguments); the
-    meta-test curves at metatest.at only with ``metatest``."""
+    meta-test curves at metatest.at only with ``metatest``.
+
+    ``COMPILED`` (the default method) runs ``solvers.dop853`` on the system's compiled flow, a
+    system without one (few-shot anil) with scipy's DOP853, the same method; any other method
+    name is scipy's solver of that name.
+    """
     cfg = system.config
     times = cfg.times() if times is None else np.asarray(times, dtype=float)
     method = method or cfg.solver.method
     rtol = cfg.solver.rtol if rtol is None else rtol
     atol = cfg.solver.atol if atol is None else atol
     y = system.initial_state() if y0 is None else np.asarray(y0, dtype=float)
-    states = np.empty((len(times), y.size))
-    states[0] = y
-    recorded, status, message, nfev = 1, SUCCESS, "", 0
     reason = system.invalid(y) or system.runaway(y)
     if reason:
-        status, message, recorded = DIVERGED, f"invalid initial state at alpha = " \
-            f"{times[0]:.6g}: {reason}", 0
-    elif len(times) > 1:
-        try:
-            stepper = _METHODS[method](_guarded(system.rhs), times[0], y, times[-1], rtol=rtol,
-                                       atol=atol)
-        except _Stopped as err:
-            stepper, status, message = None, DIVERGED, str(err)
-        while stepper is not None and recorded < len(times):
-            try:
-                step_message = stepper.step()
-            except _Stopped as err:
-                status, message = DIVERGED, str(err)
-                break
-            if stepper.status == "failed":
-                status, message = DIVERGED, (f"integrator failed at alpha = {stepper.t:.6g}: "
-                                             f"{step_message}")
-                break
-            reason = system.invalid(stepper.y)
-            if reason:
-                status = DIVERGED
-                message = f"diverged at alpha = {stepper.t:.6g}: {reason}"
-                break
-            upto = np.searchsorted(times, stepper.t, side="right")
-            if upto > recorded:
-                states[recorded:upto] = stepper.dense_output()(times[recorded:upto]).T
-            if stepper.status == "finished":
-                states[upto:] = stepper.y
-                upto = len(times)
-            if upto > recorded:
-                for i in range(recorded, upto):
-                    reason = system.runaway(states[i])
-                    if reason:
-                        status, message = DIVERGED, f"diverged at alpha = {times[i]:.6g}: {reason}"
-                        upto = i
-                        break
-                recorded = upto
-                if status == DIVERGED:
-                    break
-            if stop is not None and stop() and recorded < len(times):
-                status, message = INTERRUPTED, f"interrupted at alpha = {stepper.t:.6g}"
-                break
-        nfev = 0 if stepper is None else stepper.nfev
-    states = states[:recorded]
-    obs = [system.observables(s) for s in states]
-    for i, values in enumerate(obs):
-        reason = non_finite(values)
-        if reason:
-            status, message = DIVERGED, f"diverged at alpha = {times[i]:.6g}: {reason}"
-            states, obs, recorded = states[:i], obs[:i], i
-            break
-    names = list(obs[0]) if obs else ["error", "error_before_adaptation"]
+        states, status, nfev = np.empty((0, y.size)), DIVERGED, 0
+        message = f"invalid initial state at alpha = {times[0]:.6g}: {reason}"
+    elif method == COMPILED and system.flow is not None:
+        states, status, message, nfev = _compiled(system, times, y, rtol, atol, stop)
+    else:
+        scipy_method = "DOP853" if method == COMPILED else method
+        states, status, message, nfev = _scipy(system, times, y, scipy_method, rtol, atol, stop)
+    values = system.record_observables(states) if len(states) else np.empty((0, 0))
+    bad = ~np.all(np.isfinite(values), axis=1) if len(states) else np.zeros(0, bool)
+    if bad.any():
+        i = int(np.argmax(bad))  # the first record with an observable that is not finite
+        j = int(np.argmax(~np.isfinite(values[i])))
+        message = (f"diverged at alpha = {times[i]:.6g}: the observable "
+                   f"{system.observable_names[j]} is not finite ({values[i, j]})")
+        status, states, values = DIVERGED, states[:i], values[:i]
+    recorded = len(states)
+    names = system.observable_names if len(states) else ["error", "error_before_adaptation"]
     return Trajectory(
         alpha=times[:recorded].copy(), states=states, K=system.K, M=system.M,
-        observables={n: np.array([o[n] for o in obs]) for n in names},
+        observables={n: (values[:, j].copy() if len(states) else np.empty(0))
+                     for j, n in enumerate(names)},
         status=status, message=message, nfev=nfev,
         metatest=metatest_curves(times[:recorded], states, cfg.metatest.at,
                                  partial(metatest_curve, cfg)) if metatest else {})
+
+
+def _compiled(system: ODESystem, times: np.ndarray, y0: np.ndarray, rtol: float, atol: float,
+              stop: Callable[[], bool] | None) -> tuple[np.ndarray, int, str, int]:
+    """(states, status, message, nfev) of ``solvers.dop853`` from y0 over ``times``. Without
+    ``stop`` one compiled call runs to the end; with it, chunks of records that double while a
+    chunk takes under CHUNK_SECONDS, with ``stop`` polled in between."""
+    flow, n = system.flow, len(times)
+    states = np.empty((n, y0.size))
+    states[0] = y0
+    if n == 1:
+        return states, SUCCESS, "", 0
+    y, f = y0.copy(), np.empty(y0.size)
+    clock = np.array([times[0], 0.0, 0.0])
+    if not dop853.start(flow, y, float(times[-1]), rtol, atol, np.inf, clock, f):
+        return states[:1], DIVERGED, _rhs_failure(system, times[0], y), int(clock[2])
+    check = (system.K, system.M, system.T, DIVERGENCE_BOUND, system.psd_tolerance,
+             float(system.config.solver.max_norm))
+    recorded, chunk = 1, n if stop is None else 1
+    while True:
+        started = time.perf_counter()
+        code, recorded, kind, index, value = dop853.advance(
+            flow, check, times, states, recorded, min(n, recorded + chunk), y, f, clock, rtol,
+            atol, np.inf)
+        alpha, nfev = clock[0], int(clock[2])
+        if code == dop853.FINISHED:
+            return states, SUCCESS, "", nfev
+        if code == dop853.STEP_TOO_SMALL:
+            return states[:recorded], DIVERGED, (f"integrator failed at alpha = {alpha:.6g}: "
+                                                 f"{TOO_SMALL_STEP}"), nfev
+        if code == dop853.RHS_FAILED:
+            return states[:recorded], DIVERGED, _rhs_failure(system, alpha, y), nfev
+        if code == dop853.INVALID_STATE:
+            reason = state_message(kind, index, value, system.K, system.M)
+            return states[:recorded], DIVERGED, f"diverged at alpha = {alpha:.6g}: {reason}", nfev
+        if code == dop853.RUNAWAY:
+            reason = system.runaway(states[recorded])
+            return (states[:recorded], DIVERGED,
+                    f"diverged at alpha = {times[recorded]:.6g}: {reason}", nfev)
+        if stop is not None and stop():
+            return states[:recorded], INTERRUPTED, f"interrupted at alpha = {alpha:.6g}", nfev
+        if time.perf_counter() - started < CHUNK_SECONDS:
+            chunk *= 2
+
+
+def _rhs_failure(system: ODESystem, alpha: float, y: np.ndarray) -> str:
+    """The message of a right-hand side that raised in compiled code at y: the exception that
+    the same compiled function raises when called from Python there."""
+    try:
+        system.rhs(alpha, y)
+    except RHS_ERRORS as err:
+        return str(_Stopped(alpha, err))
+    return f"the right-hand side failed at alpha = {alpha:.6g}"
+
+
+def _scipy(system: ODESystem, times: np.ndarray, y: np.ndarray, method: str, rtol: float,
+           atol: float, stop: Callable[[], bool] | None) -> tuple[np.ndarray, int, str, int]:
+    """(states, status, message, nfev) of scipy's ``method`` stepped by hand: every accepted step
+    checked (``ODESystem.invalid``), the records by dense output, each checked for a runaway."""
+    states = np.empty((len(times), y.size))
+    states[0] = y
+    recorded, status, message = 1, SUCCESS, ""
+    if len(times) == 1:
+        return states, status, message, 0
+    try:
+        stepper = _METHODS[method](_guarded(system.rhs), times[0], y, times[-1], rtol=rtol,
+                                   atol=atol)
+    except _Stopped as err:
+        return states[:1], DIVERGED, str(err), 0
+    while recorded < len(times):
+        try:
+            step_message = stepper.step()
+        except _Stopped as err:
+            status, message = DIVERGED, str(err)
+            break
+        if stepper.status == "failed":
+            status, message = DIVERGED, (f"integrator failed at alpha = {stepper.t:.6g}: "
+                                         f"{step_message}")
+            break
+        reason = system.invalid(stepper.y)
+        if reason:
+            status = DIVERGED
+            message = f"diverged at alpha = {stepper.t:.6g}: {reason}"
+            break
+        upto = np.searchsorted(times, stepper.t, side="right")
+        if upto > recorded:
+            states[recorded:upto] = stepper.dense_output()(times[recorded:upto]).T
+        if stepper.status == "finished":
+            states[upto:] = stepper.y
+            upto = len(times)
+        if upto > recorded:
+            for i in range(recorded, upto):
+                reason = system.runaway(states[i])
+                if reason:
+                    status, message = DIVERGED, f"diverged at alpha = {times[i]:.6g}: {reason}"
+                    upto = i
+                    break
+            recorded = upto
+            if status == DIVERGED:
+                break
+        if stop is not None and stop() and recorded < len(times):
+            status, message = INTERRUPTED, f"interrupted at alpha = {stepper.t:.6g}"
+            break
+    return states[:recorded], status, message, stepper.nfev

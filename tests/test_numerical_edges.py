@@ -22,11 +22,14 @@ from metaode.cli import main
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.io import read_csv
 from metaode.simulations.run import simulate
-from metaode.solvers.integrate import solve
-from metaode.theory.sgd import SGDSystem
+from metaode.solvers.integrate import COMPILED, solve
+from metaode.testing import DRIFT, FRAGILE, NAN_OBSERVABLE, BrokenSystem
 from metaode.theory.state import unpack
 from metaode.theory.system import build_system, state_problem
 from metaode.trajectory import DIVERGED, SUCCESS
+
+#: The compiled DOP853 (the default) and scipy's, which must report failures alike.
+INTEGRATORS = [COMPILED, "DOP853"]
 
 SGD = {
     "teacher": {"M": 2},
@@ -128,19 +131,14 @@ def test_loss_of_positive_definiteness_beyond_pairwise_checks():
     assert f"{lowest:.3g}" in message
 
 
-class Drift(SGDSystem):
-    """A straight line in state space, y(alpha) = y0 + alpha d, from a valid Omega (R = 0) to the
-    invalid one above at alpha = 1 (R_00 = R_10 = 0.9 alpha)."""
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return np.array([0.0, 0.0, 0.0, 0.9, 0.0, 0.9, 0.0, 0.0, 0.0])
-
-
-def test_integration_that_leaves_the_covariances_stops_there():
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_integration_that_leaves_the_covariances_stops_there(method):
+    """A straight line in state space (``flows.DRIFT``), y(alpha) = y0 + alpha d, from a valid
+    Omega (R = 0) to the invalid one above at alpha = 1 (R_00 = R_10 = 0.9 alpha)."""
     config = Config.from_dict(SGD).replace({"student.Q0": [[1.0, -0.5], [-0.5, 1.0]],
                                             "student.R0": [[0.0, 0.0], [0.0, 0.0]],
                                             "training.alpha_max": 2.0, "output.points": 41})
-    traj = solve(Drift(config))
+    traj = solve(BrokenSystem(config, DRIFT), method=method)
     # Omega(alpha) is singular where 2 (0.9 alpha)^2 = 1 - 0.5 (the Schur complement of T):
     # alpha* = sqrt(0.25) / 0.9 = 0.5556
     onset = np.sqrt(0.25) / 0.9
@@ -152,37 +150,27 @@ def test_integration_that_leaves_the_covariances_stops_there():
     np.testing.assert_allclose(traj.states[:, 3], 0.9 * traj.alpha, rtol=1e-12, atol=1e-14)
 
 
-class Fragile(SGDSystem):
-    """The sgd ODE whose right-hand side raises past alpha = 1 (a kernel dividing by zero)."""
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        if alpha > 1.0:
-            raise ZeroDivisionError("division by zero")
-        return super().rhs(alpha, y)
-
-
-class NaNObservable(SGDSystem):
-    """The sgd ODE whose error is NaN once Q_00 > 0.52 (an undefined observable)."""
-
-    def observables(self, y: np.ndarray) -> dict[str, float]:
-        obs = super().observables(y)
-        return {**obs, "error": np.nan} if y[0] > 0.52 else obs
-
-
-def test_failing_right_hand_side_and_observable_are_divergences():
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_failing_right_hand_side_and_observable_are_divergences(method):
+    """``flows.FRAGILE``: the sgd flow whose compiled right-hand side raises ZeroDivisionError
+    where Q_00 > 0.52;
+    ``flows.NAN_OBSERVABLE``: its error is NaN there (first reached at the record alpha = 1.7)."""
     config = Config.from_dict(SGD).replace({"training.alpha_max": 3.0, "output.points": 31})
-    fragile = solve(Fragile(config))
+    plain = solve(build_system(config), method=method)
+    crossing = int(np.argmax(plain.states[:, 0] > 0.52))  # the first record with Q_00 > 0.52
+    assert plain.alpha[crossing] == pytest.approx(1.7)
+    fragile = solve(BrokenSystem(config, FRAGILE, 0.52), method=method)
     assert fragile.status == DIVERGED
     assert "right-hand side failed at alpha" in fragile.message
-    assert "ZeroDivisionError" in fragile.message and alpha_of(fragile.message) > 1.0
-    # the records up to the last accepted step are kept (the failing step, an 8th-order step of
-    # length ~1 from alpha = 0.5, evaluated its stages past alpha = 1; measured: records 0..0.5)
-    assert len(fragile.alpha) >= 2 and fragile.alpha[-1] <= 1.0
-    plain = solve(build_system(config))
+    assert "ZeroDivisionError: division by zero" in fragile.message
+    # the records up to the last accepted step are kept, identical to the plain run's (the
+    # failing step, an 8th-order step of length ~1, evaluated a stage past the crossing)
+    assert 2 <= len(fragile.alpha) <= crossing
+    assert alpha_of(fragile.message) > fragile.alpha[-1]
     np.testing.assert_array_equal(fragile.states, plain.states[: len(fragile.alpha)])
 
-    nan = solve(NaNObservable(config))
-    first = int(np.argmax(plain.states[:, 0] > 0.52))  # the first record with Q_00 > 0.52
+    nan = solve(BrokenSystem(config, NAN_OBSERVABLE, 0.52), method=method)
+    first = crossing
     assert first > 0
     assert nan.status == DIVERGED
     assert nan.message == (f"diverged at alpha = {plain.alpha[first]:.6g}: the observable "

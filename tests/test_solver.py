@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from metaode.config import Config
-from metaode.solvers.integrate import solve
-from metaode.theory.sgd import SGDSystem
+from metaode.solvers.integrate import COMPILED, solve
+from metaode.testing import COLLAPSE, SQUARE, BrokenSystem
 from metaode.theory.state import unpack
 from metaode.theory.system import DIVERGENCE_BOUND, build_system
 from metaode.trajectory import DIVERGED, SUCCESS
+
+#: The compiled DOP853 (the default) and scipy's, which must report failures alike.
+INTEGRATORS = [COMPILED, "DOP853"]
 
 BASE = {
     "teacher": {"M": 2},
@@ -52,17 +55,19 @@ def test_tolerance_convergence(system, reference):
     adaptive integrator stays within a small multiple of its per-step tolerance; we allow 10 rtol
     (measured: 1.8 rtol at rtol = 1e-6, 1.1 rtol at 1e-8).
     """
-    for rtol in (1e-6, 1e-8):
-        diff = np.abs(curve(system, "DOP853", rtol) - reference).max()
-        assert diff < 10 * rtol, (rtol, diff)
-    # Halving the tolerance: the curves at rtol and rtol / 2 agree to 10 rtol as well.
-    diff = np.abs(curve(system, "DOP853", 1e-8) - curve(system, "DOP853", 5e-9)).max()
-    assert diff < 1e-7
+    for method in INTEGRATORS:
+        for rtol in (1e-6, 1e-8):
+            diff = np.abs(curve(system, method, rtol) - reference).max()
+            assert diff < 10 * rtol, (method, rtol, diff)
+        # Halving the tolerance: the curves at rtol and rtol / 2 agree to 10 rtol as well.
+        diff = np.abs(curve(system, method, 1e-8) - curve(system, method, 5e-9)).max()
+        assert diff < 1e-7, method
 
 
-@pytest.mark.parametrize("method", ["RK45", "LSODA", "Radau"])
+@pytest.mark.parametrize("method", [COMPILED, "RK45", "LSODA", "Radau"])
 def test_methods_agree(system, reference, method):
-    """Explicit (RK45), switching (LSODA) and implicit (Radau) integrators give the same curve.
+    """Compiled DOP853, explicit (RK45), switching (LSODA) and implicit (Radau) integrators give
+    the same curve as scipy's DOP853.
 
     At rtol = 1e-9 each is within 10 rtol of the DOP853 reference (measured <= 0.6 rtol).
     """
@@ -71,32 +76,18 @@ def test_methods_agree(system, reference, method):
     assert diff < 10 * rtol, (method, diff)
 
 
-class Runaway(SGDSystem):
-    """dy/dalpha = y^2 entrywise: y(alpha) = y0 / (1 - y0 alpha) blows up at alpha = 1 / max y0."""
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return y * y
-
-
-class Collapse(SGDSystem):
-    """Only Q_01 moves, dQ_01/dalpha = Q_01: Q_01 = 0.1 e^alpha overtakes sqrt(Q_00 Q_11)."""
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        dy = np.zeros_like(y)
-        dy[1] = y[1]  # y = (Q_00, Q_01, Q_11, R..., w...)
-        return dy
-
-
 def _diverged_at(message: str) -> float:
     match = re.search(r"alpha = ([0-9.eE+-]+)", message)
     assert match, message
     return float(match.group(1))
 
 
-def test_runaway_is_reported_with_its_alpha_and_records_kept():
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_runaway_is_reported_with_its_alpha_and_records_kept(method):
+    """dy/dalpha = y^2 entrywise (``flows.SQUARE``): y = y0 / (1 - y0 alpha)."""
     config = Config.from_dict(BASE).replace("training.alpha_max", 5.0)
-    system = Runaway(config)
-    traj = solve(system)
+    system = BrokenSystem(config, SQUARE)
+    traj = solve(system, method=method)
     times = config.times()
     y0 = system.initial_state()
     blow_up = 1.0 / y0.max()  # Q_00 = 0.5: alpha = 2
@@ -114,9 +105,12 @@ def test_runaway_is_reported_with_its_alpha_and_records_kept():
     assert len(traj.error) == n and np.all(np.isfinite(traj.error))
 
 
-def test_lost_covariance_is_reported():
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_lost_covariance_is_reported(method):
+    """Only Q_01 moves, dQ_01/dalpha = Q_01 (``flows.COLLAPSE``): Q_01 = 0.1 e^alpha overtakes
+    sqrt(Q_00 Q_11)."""
     config = Config.from_dict(BASE).replace("training.alpha_max", 5.0)
-    traj = solve(Collapse(config))
+    traj = solve(BrokenSystem(config, COLLAPSE), method=method)
     onset = np.log(np.sqrt(0.5 * 0.4) / 0.1)  # Q_01^2 = Q_00 Q_11 at alpha = 1.498
     assert traj.status == DIVERGED
     assert "positive semi-definite" in traj.message

@@ -39,7 +39,7 @@ from metaode.solvers.sweep import (
     point_config,
     sweep,
 )
-from metaode.theory.sgd import SGDSystem
+from metaode.testing import SQUARE, BrokenSystem
 from metaode.theory.system import build_system
 from metaode.trajectory import Trajectory
 
@@ -311,12 +311,10 @@ def test_a_folder_in_use_is_refused(reference, config_path, axes):
         held.close()
 
 
-class Runaway(SGDSystem):
-    """dy/dalpha = lr y^2 entrywise: y = y0 / (1 - lr y0 alpha) blows up at alpha = 1 / (lr
-    max y0) = 2 / lr here (max y0 = Q0_00 = 0.5)."""
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return self.config.training.lr * y * y
+def Runaway(config: Config) -> BrokenSystem:  # noqa: N802  (stands in for a system class)
+    """dy/dalpha = lr y^2 entrywise (``flows.SQUARE``): y = y0 / (1 - lr y0 alpha) blows up at
+    alpha = 1 / (lr max y0) = 2 / lr here (max y0 = Q0_00 = 0.5)."""
+    return BrokenSystem(config, SQUARE, config.training.lr)
 
 
 SGD = """
@@ -340,7 +338,7 @@ def test_diverged_point_is_a_row_and_failed_point_exits_1(tmp_path, capsys, monk
     config = tmp_path / "sgd.toml"
     config.write_text(SGD)
 
-    def build(cfg: Config) -> SGDSystem:
+    def build(cfg: Config) -> BrokenSystem:
         if cfg.training.lr == 0.5:
             raise FloatingPointError("boom")
         return Runaway(cfg)

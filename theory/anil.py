@@ -32,12 +32,16 @@ mean (Z e_0, u0) and covariance task_std^2 V V^T, V = [Z_{:,1:}; I_M].
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from metaode.config import Config
 from metaode.theory.activations import Activations
 from metaode.theory.fields import (
+    common_observables,
     diffusion,
     error_blocks,
     field_covariance,
@@ -47,7 +51,7 @@ from metaode.theory.fields import (
 )
 from metaode.theory.flow import chain_to_overlaps, overlap_flow
 from metaode.theory.state import unpack
-from metaode.theory.system import ODESystem, specialised
+from metaode.theory.system import ODESystem, flow_observables, flow_rhs, is_flow
 
 
 @njit(cache=True)
@@ -184,26 +188,63 @@ def metatest_errors(acts, Q, R, T, w, u0, task_std, inner_lr, max_steps):
     return out
 
 
+class ANILFlow(NamedTuple):
+    """The parameters of the ANIL ODEs (``anil_rhs``), the compiled form of ``ANILSystem`` and, with
+    no inner step on one task, of ``theory.sgd.SGDSystem``. batch = query x meta_batch."""
+
+    acts: Activations
+    K: int
+    M: int
+    T: np.ndarray
+    u0: np.ndarray
+    task_std: float
+    noise: float
+    inner_lr: float
+    steps: int
+    second_order: bool
+    lr: float
+    lr_head: float
+    batch: int
+
+
+@overload(flow_rhs)
+def _anil_flow_rhs(flow, y):
+    if is_flow(flow, ANILFlow):
+        return lambda flow, y: anil_rhs(flow.acts, y, flow.K, flow.M, flow.T, flow.u0,
+                                        flow.task_std, flow.noise, flow.inner_lr, flow.steps,
+                                        flow.second_order, flow.lr, flow.lr_head, flow.batch)
+
+
+@overload(flow_observables)
+def _anil_flow_observables(flow, y):
+    if is_flow(flow, ANILFlow):
+        def observables(flow, y):
+            Q, R, w = unpack(y, flow.K, flow.M)
+            errors = metatest_errors(flow.acts, Q, R, flow.T, w, flow.u0, flow.task_std,
+                                     flow.inner_lr, flow.steps)
+            out = np.empty(4 + flow.K)
+            out[0], out[1] = errors[-1], errors[0]
+            common_observables(flow.acts, Q, R, flow.T, flow.u0, flow.task_std, out)
+            return out
+        return observables
+
+
+def anil_flow(config: Config, steps: int | None = None, task_std: float | None = None,
+              inner_lr: float | None = None) -> ANILFlow:
+    """The ``ANILFlow`` of a config (steps, task_std and inner_lr overridable: sgd sets them 0)."""
+    te, tr = config.teacher, config.training
+    return ANILFlow(
+        config.activations, int(config.K), int(config.M),
+        np.ascontiguousarray(te.T, dtype=float), np.ascontiguousarray(te.u0, dtype=float),
+        float(te.task_std if task_std is None else task_std), float(te.noise),
+        float(tr.inner_lr if inner_lr is None else inner_lr),
+        int(tr.inner_steps if steps is None else steps), tr.order == "second", float(tr.lr),
+        float(tr.lr_head), int(tr.query * tr.meta_batch))
+
+
 class ANILSystem(ODESystem):
     """The ANIL ODEs (population inner loop) for one config."""
 
     def __init__(self, config: Config):
         super().__init__(config)
-        te, tr = config.teacher, config.training
-        self.u0 = np.ascontiguousarray(te.u0, dtype=float)
-        self.task_std = float(te.task_std)
-        self.inner_lr, self.steps = float(tr.inner_lr), int(tr.inner_steps)
-        self.args = (self.K, self.M, self.T, self.u0, self.task_std, float(te.noise),
-                     self.inner_lr, self.steps, tr.order == "second", float(tr.lr),
-                     float(tr.lr_head), int(tr.query * tr.meta_batch))
-        self._rhs = specialised(anil_rhs, self.acts, self.initial_state(), *self.args)
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return self._rhs(self.acts, np.ascontiguousarray(y, dtype=float), *self.args)
-
-    def observables(self, y: np.ndarray) -> dict[str, float]:
-        Q, R, w = unpack(y, self.K, self.M)
-        errors = metatest_errors(self.acts, Q, R, self.T, w, self.u0, self.task_std,
-                                 self.inner_lr, self.steps)
-        return {"error": float(errors[-1]), "error_before_adaptation": float(errors[0]),
-                **self.common_observables(Q, R, w)}
+        self.flow = anil_flow(config)

@@ -44,6 +44,7 @@ from metaode.theory.anil import (
     metatest_errors,
 )
 from metaode.theory.fields import (
+    common_observables,
     diffusion_from_moments,
     error_blocks,
     field_covariance,
@@ -340,12 +341,18 @@ class FewShotANILSystem(ODESystem):
         return flow_of_drift(drift[1:], phi, self.lr, self.lr_head, self.meta_batch)
 
     def observables(self, y: np.ndarray) -> dict[str, float]:
-        Q, R, w = unpack(y, self.K, self.M)
-        loss = self._estimate(Q, R, w, False)[0][0]
-        before = metatest_errors(self.acts, Q, R, self.T, w, self.u0, self.task_std,
-                                 self.inner_lr, 0)[0]
-        return {"error": float(loss), "error_before_adaptation": float(before),
-                **self.common_observables(Q, R, w)}
+        return dict(zip(self.observable_names, self.record_observables(y[None, :])[0].tolist(),
+                        strict=True))
+
+    def record_observables(self, states: np.ndarray) -> np.ndarray:
+        out = np.empty((len(states), 4 + self.K))
+        for i, y in enumerate(np.asarray(states, dtype=float)):
+            Q, R, w = unpack(y, self.K, self.M)
+            out[i, 0] = self._estimate(Q, R, w, False)[0][0]
+            out[i, 1] = metatest_errors(self.acts, Q, R, self.T, w, self.u0, self.task_std,
+                                        self.inner_lr, 0)[0]
+            common_observables(self.acts, Q, R, self.T, self.u0, self.task_std, out[i])
+        return out
 
 
 def anil_system(config: Config) -> ODESystem:

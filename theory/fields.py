@@ -196,16 +196,26 @@ def task_basis(u0: np.ndarray, task_std: float):
     return U, S
 
 
+@njit(cache=True)
 def representation_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
                          u0: np.ndarray, task_std: float) -> float:
     """E_tau min_w eps(w; u_tau) = 1/2 tr(S U^T (E - D^T C^+ D) U): the best head per task."""
     C, D, E = error_blocks(acts, Q, R, T)
-    U, S = task_basis(np.asarray(u0, float), task_std)
+    U, S = task_basis(u0, task_std)
     schur = E - D.T @ np.linalg.lstsq(C, D, rcond=1e-12)[0]
-    return 0.5 * float(np.sum(S * np.einsum("mj,mn,nj->j", U, schur, U)))
+    M = U.shape[0]
+    total = 0.0
+    for j in range(U.shape[1]):
+        quad = 0.0
+        for m in range(M):
+            for n in range(M):
+                quad += U[m, j] * schur[m, n] * U[n, j]
+        total += S[j] * quad
+    return 0.5 * total
 
 
-def specialisation(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> tuple[float, np.ndarray]:
+@njit(cache=True)
+def specialisation(Q: np.ndarray, R: np.ndarray, T: np.ndarray):
     """(index, alignment) of the normalised overlaps r_km = R_km / sqrt(Q_kk T_mm).
 
     alignment_k = argmax_m |r_km| is the teacher unit student unit k aligns with; the index is the
@@ -214,12 +224,29 @@ def specialisation(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> tuple[float, 
     zero norm (Q_kk = 0, hence R_km = 0 since Omega is PSD; or T_mm = 0) is aligned with nothing:
     r_km = 0, not 0/0.
     """
-    norms = np.sqrt(np.outer(np.diag(Q), np.diag(T)))
-    r = np.divide(np.abs(R), norms, out=np.zeros(R.shape), where=norms > 0)
-    align = np.argmax(r, axis=1)
-    M = R.shape[1]
-    if M == 1:
-        return 0.0, align
-    best = r[np.arange(R.shape[0]), align]
-    rest = (r.sum(axis=1) - best) / (M - 1)
-    return float(np.mean(best - rest)), align
+    K, M = R.shape
+    align = np.zeros(K, dtype=np.int64)
+    index = 0.0
+    for k in range(K):
+        best, total = -1.0, 0.0
+        for m in range(M):
+            norm = np.sqrt(Q[k, k] * T[m, m])
+            r = abs(R[k, m]) / norm if norm > 0 else 0.0
+            total += r
+            if r > best:
+                best, align[k] = r, m
+        if M > 1:
+            index += best - (total - best) / (M - 1)
+    return index / K, align
+
+
+@njit(cache=True)
+def common_observables(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
+                       u0: np.ndarray, task_std: float, out: np.ndarray) -> None:
+    """out[2:] = (representation_error, specialisation index, align_0 .. align_{K-1}), the
+    observables every algorithm records after its two errors."""
+    out[2] = representation_error(acts, Q, R, T, u0, task_std)
+    index, align = specialisation(Q, R, T)
+    out[3] = index
+    for k in range(align.shape[0]):
+        out[4 + k] = align[k]

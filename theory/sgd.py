@@ -20,36 +20,19 @@ overlap flow (``theory.flow``) of anil with no inner step on one fixed task (tas
 
 from __future__ import annotations
 
-import numpy as np
-
 from metaode.config import Config
-from metaode.theory.anil import anil_rhs
-from metaode.theory.fields import population_error
-from metaode.theory.state import unpack
-from metaode.theory.system import ODESystem, specialised
+from metaode.theory.anil import anil_flow
+from metaode.theory.system import ODESystem
 
 
 class SGDSystem(ODESystem):
-    """The sgd ODEs for one config; observables: the generalisation error (no noise floor).
+    """The sgd ODEs for one config: the ``theory.anil.ANILFlow`` with no inner step on the one
+    task u0 (task_std = 0); observables: the generalisation error (no noise floor) as both errors.
 
-    ``args`` = (K, M, T, u0, noise, lr, lr_head, batch), the parameters of the flow."""
+    ``args`` = (K, M, T, u0, noise, lr, lr_head, batch), the parameters of the flow that
+    ``theory.jacobian.sgd_jacobian`` takes."""
 
     def __init__(self, config: Config):
         super().__init__(config)
-        tr, te = config.training, config.teacher
-        self.u = np.ascontiguousarray(te.u0, dtype=float)
-        self.args = (self.K, self.M, self.T, self.u, float(te.noise), float(tr.lr),
-                     float(tr.lr_head), int(tr.query * tr.meta_batch))
-
-        K, M, T, u, noise, lr, lr_head, batch = self.args
-        self._flow = (K, M, T, u, 0.0, noise, 0.0, 0, False, lr, lr_head, batch)
-        self._rhs = specialised(anil_rhs, self.acts, self.initial_state(), *self._flow)
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        return self._rhs(self.acts, np.ascontiguousarray(y, dtype=float), *self._flow)
-
-    def observables(self, y: np.ndarray) -> dict[str, float]:
-        Q, R, w = unpack(y, self.K, self.M)
-        err = population_error(self.acts, Q, R, self.T, w, self.u)
-        return {"error": err, "error_before_adaptation": err,
-                **self.common_observables(Q, R, w)}
+        self.flow = f = anil_flow(config, steps=0, task_std=0.0, inner_lr=0.0)
+        self.args = (f.K, f.M, f.T, f.u0, f.noise, f.lr, f.lr_head, f.batch)

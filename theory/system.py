@@ -9,35 +9,83 @@ Validity of a state (theory after every accepted integrator step, simulation aft
 steps): ``state_problem`` (non-finite, blow-up, lost covariance); at every record also ``runaway``
 (a student unit longer than ``solver.max_norm`` allows). A run that fails either stops there,
 keeping its records up to that point, with a message that says at which alpha and why.
+
+Compiled form. A system whose equations are compiled carries its parameters as a *flow*: an
+instance of a ``typing.NamedTuple`` class of its own (``ODESystem.flow``). Compiled code calls the
+generic ``flow_rhs(flow, y)`` and ``flow_observables(flow, y)`` on it, and numba resolves them at
+compile time from the flow's class (``numba.extending.overload``, as for the activations), so the
+compiled integrator (``solvers.dop853``) runs any such system without returning to Python, and its
+machine code is cached on disk per flow class. The Python methods ``rhs`` and ``observables`` call
+the same compiled functions.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba import njit, typeof
+from numba import njit, typeof, types
 
 from metaode.algorithms import algorithm
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
-from metaode.theory.fields import field_covariance, representation_error, specialisation
+from metaode.theory.fields import field_covariance
 from metaode.theory.state import column_names, pack, unpack
 
 #: |entries of y| beyond this mean the dynamics ran away (weights of norm ~1e4 sqrt(N)).
 DIVERGENCE_BOUND = 1e8
 
 
-class ODESystem(ABC):
+def _unresolved(name: str) -> Callable[..., Any]:
+    def generic(*args: Any) -> Any:
+        raise TypeError(f"metaode.theory.system.{name} is resolved by numba at compile time from "
+                        f"the flow's class; call it from compiled code")
+
+    generic.__name__ = generic.__qualname__ = name
+    return generic
+
+
+#: dy/dalpha = flow_rhs(flow, y): implemented by each system's module for its flow class.
+flow_rhs = _unresolved("flow_rhs")
+#: The observables at y, a float vector in the order of ``ODESystem.observable_names``.
+flow_observables = _unresolved("flow_observables")
+
+
+def is_flow(numba_type: Any, cls: type) -> bool:
+    """Whether ``numba_type`` (an argument type an ``overload`` sees) is the flow class ``cls``."""
+    return isinstance(numba_type, types.BaseNamedTuple) and numba_type.instance_class is cls
+
+
+@njit(cache=True)
+def evaluate(flow: Any, y: np.ndarray) -> np.ndarray:
+    """dy/dalpha at y (``flow_rhs``), the entry point from Python."""
+    return flow_rhs(flow, y)
+
+
+@njit(cache=True)
+def observe(flow: Any, states: np.ndarray) -> np.ndarray:
+    """The observables (``flow_observables``) of each row of ``states``, one row each."""
+    first = flow_observables(flow, states[0])
+    out = np.empty((states.shape[0], first.shape[0]))
+    out[0] = first
+    for i in range(1, states.shape[0]):
+        out[i] = flow_observables(flow, states[i])
+    return out
+
+
+class ODESystem:
     """dy/dalpha = f(y) for y = (Q, R, w) of one config (autonomous: f does not depend on alpha).
 
     ``monte_carlo``: whether f is a Monte Carlo estimate; such a system also offers
     ``stream_systems()`` (one system per independent stream of its sample), ``with_budget(n)`` and
     ``sample.size`` for the uncertainty control of ``solvers.integrate.solve``.
+
+    ``flow``: the compiled form (module docstring), or None for a system computed in Python; with
+    a flow, ``rhs`` and ``observables`` need not be overridden.
     """
 
     monte_carlo = False
+    flow: Any = None
 
     def __init__(self, config: Config):
         self.config = config
@@ -49,25 +97,37 @@ class ODESystem(ABC):
         s = self.config.student
         return pack(np.asarray(s.Q0, float), np.asarray(s.R0, float), np.asarray(s.w0, float))
 
-    @abstractmethod
     def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        """dy/dalpha at state y."""
+        """dy/dalpha at state y (the flow's compiled right-hand side)."""
+        return self._entry(evaluate)(self.flow, np.ascontiguousarray(y, dtype=float))
 
-    @abstractmethod
     def observables(self, y: np.ndarray) -> dict[str, float]:
         """error, error_before_adaptation and the system's other recorded scalars at y."""
+        values = self.record_observables(np.asarray(y, dtype=float).reshape(1, -1))[0]
+        return dict(zip(self.observable_names, values.tolist(), strict=True))
 
-    def common_observables(self, Q: np.ndarray, R: np.ndarray, w: np.ndarray) -> dict[str, float]:
-        """Observables of every algorithm: representation quality and specialisation of R.
+    def record_observables(self, states: np.ndarray) -> np.ndarray:
+        """The observables of each row of ``states`` (columns: ``observable_names``)."""
+        return self._entry(observe)(self.flow, np.ascontiguousarray(states, dtype=float))
 
-        ``representation_error`` = E_tau min_w eps(w; u_tau); ``specialisation`` and ``align_k``
-        (the teacher unit student unit k aligns with) from ``theory.fields.specialisation``.
-        """
-        te = self.config.teacher
-        spec, align = specialisation(Q, R, self.T)
-        return {"representation_error": representation_error(self.acts, Q, R, self.T, te.u0,
-                                                             te.task_std),
-                "specialisation": spec, **{f"align_{k}": float(a) for k, a in enumerate(align)}}
+    @property
+    def observable_names(self) -> list[str]:
+        """The recorded scalars: the errors after and before adaptation, the representation
+        error E_tau min_w eps(w; u_tau), the specialisation index and align_k (the teacher unit
+        that student unit k aligns with), from ``theory.fields.common_observables``."""
+        return ["error", "error_before_adaptation", "representation_error", "specialisation",
+                *(f"align_{k}" for k in range(self.K))]
+
+    def _entry(self, kernel: Any) -> Callable[..., Any]:
+        """``kernel``'s compiled entry point for this system's flow (``specialised``)."""
+        if self.flow is None:
+            raise NotImplementedError(f"{type(self).__name__} has no compiled flow")
+        cache = self.__dict__.setdefault("_entries", {})
+        if kernel not in cache:
+            example = self.initial_state()
+            cache[kernel] = specialised(kernel, self.flow,
+                                        example if kernel is evaluate else example[None, :])
+        return cache[kernel]
 
     @property
     def psd_tolerance(self) -> float:
@@ -105,8 +165,13 @@ def state_problem(y: np.ndarray, K: int, M: int, T: np.ndarray,
     eigenvalue.
     """
     y = np.ascontiguousarray(y, dtype=float)
-    code, index, value = _state_check(y, K, M, np.ascontiguousarray(T, dtype=float),
-                                      DIVERGENCE_BOUND, tolerance)
+    code, index, value = state_check(y, K, M, np.ascontiguousarray(T, dtype=float),
+                                     DIVERGENCE_BOUND, tolerance)
+    return state_message(code, index, value, K, M)
+
+
+def state_message(code: int, index: int, value: float, K: int, M: int) -> str:
+    """The message of ``state_check``'s result ('' for a valid state)."""
     if code == 0:
         return ""
     name = column_names(K, M)[index] if index >= 0 else ""
@@ -126,14 +191,28 @@ def runaway(y: np.ndarray, K: int, M: int, T: np.ndarray, max_norm: float) -> st
     DIVERGENCE_BOUND: this bound makes such a run stop. It is checked at the recorded meta-times
     (theory and simulation alike, so both stop at the same record).
     """
-    Q, _, _ = unpack(np.asarray(y, dtype=float), K, M)
-    diag = np.diag(Q)
+    y = np.ascontiguousarray(y, dtype=float)
+    k = runaway_index(y, K, M, np.ascontiguousarray(T, dtype=float), max_norm)
+    if k < 0:
+        return ""
+    Q, _, _ = unpack(y, K, M)
     scale = float(np.max(np.diag(T)))
-    k = int(np.argmax(diag))
-    if diag[k] > max_norm * scale:
-        return (f"runaway: Q_{k}_{k} / max_m T_mm = {diag[k] / scale:.6g} exceeded "
-                f"solver.max_norm = {max_norm:g}")
-    return ""
+    return (f"runaway: Q_{k}_{k} / max_m T_mm = {Q[k, k] / scale:.6g} exceeded "
+            f"solver.max_norm = {max_norm:g}")
+
+
+@njit(cache=True)
+def runaway_index(y: np.ndarray, K: int, M: int, T: np.ndarray, max_norm: float) -> int:
+    """The unit k of largest Q_kk if Q_kk > max_norm max_m T_mm (a runaway), else -1."""
+    Q, _, _ = unpack(y, K, M)
+    k = 0
+    for j in range(1, K):
+        if Q[j, j] > Q[k, k]:
+            k = j
+    scale = T[0, 0]
+    for m in range(1, M):
+        scale = max(scale, T[m, m])
+    return k if Q[k, k] > max_norm * scale else -1
 
 
 def non_finite(observables: dict[str, float]) -> str:
@@ -146,7 +225,7 @@ def non_finite(observables: dict[str, float]) -> str:
 
 
 @njit(cache=True)
-def _state_check(y, K, M, T, bound, tolerance):
+def state_check(y, K, M, T, bound, tolerance):
     """(code, index, value): 0 valid; 1 y[index] non-finite; 2 |y[index]| > bound; 3 the smallest
     eigenvalue ``value`` of Omega is below -tolerance max(1, max |Omega|)."""
     for i in range(y.shape[0]):
