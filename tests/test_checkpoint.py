@@ -31,7 +31,7 @@ from metaode.cli import main
 from metaode.config import Config
 from metaode.simulations.checkpoint import CheckpointError, Checkpoints, SeedState, StopRequest
 from metaode.simulations.run import simulate
-from metaode.solvers.integrate import solve
+from metaode.solvers.integrate import COMPILED, solve
 from metaode.theory.system import build_system
 from metaode.trajectory import INTERRUPTED, SUCCESS
 
@@ -352,23 +352,27 @@ def cells(path: Path) -> list[list[str]]:
 
 
 def test_interrupted_integration_keeps_its_records(tmp_path, capsys, monkeypatch):
-    """solve polls ``stop`` after every accepted step: it returns the records reached (exactly
-    those of the full solution) with status INTERRUPTED; `metaode solve` writes them, says where
-    it stopped and exits 130."""
+    """solve polls ``stop`` between chunks of records (the compiled integrator: chunks that
+    double while they take under 0.05 s) or after every accepted step (scipy's): it returns the
+    records reached (exactly those of the full solution) with status INTERRUPTED; `metaode solve`
+    writes them, says where it stopped and exits 130."""
     config = Config.from_toml(DEFAULT)
     system = build_system(config)
     full = solve(system)
-    part = solve(system, stop=StopAfter(10))  # of ~40 accepted steps
-    assert part.status == INTERRUPTED and part.message.startswith("interrupted at alpha = ")
+    for method, polls in ((COMPILED, 2), ("DOP853", 10)):  # of 81 records, ~40 accepted steps
+        part = solve(system, method=method, stop=StopAfter(polls))
+        assert part.status == INTERRUPTED and part.message.startswith("interrupted at alpha = ")
+        n = len(part.alpha)
+        assert 0 < n < len(full.alpha)
+        np.testing.assert_allclose(part.states, full.states[:n], rtol=0, atol=1e-12)
+        assert part.alpha[-1] <= float(part.message.split("= ")[1])
+    part = solve(system, stop=StopAfter(2))
     n = len(part.alpha)
-    assert 0 < n < len(full.alpha)
-    assert np.array_equal(part.states, full.states[:n])
-    assert part.alpha[-1] <= float(part.message.split("= ")[1])
 
-    class Signalled(StopRequest):  # SIGINT arrives at the 10th poll
+    class Signalled(StopRequest):  # SIGINT arrives at the 2nd poll
         def __call__(self) -> bool:
             self.polls = getattr(self, "polls", 0) + 1
-            if self.polls >= 10:
+            if self.polls >= 2:
                 self.request(signal.SIGINT)
             return super().__call__()
 
