@@ -467,13 +467,25 @@ def drift_map(acts, Q, R, T, K: int, M: int) -> np.ndarray:
     return L
 
 
+@njit(cache=True)
 def controlled_mean(x: np.ndarray, h: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Column means of x corrected by control variates h of known mean: mean(x) - (mean(h) - known)
     beta, with beta the least-squares regression of the centred x on the centred h (fitted on the
-    same points; for every column of x all columns of h)."""
-    hc = h - h.mean(axis=0)
-    beta = np.linalg.lstsq(hc, x - x.mean(axis=0), rcond=1e-10)[0]
-    return x.mean(axis=0) - (h.mean(axis=0) - known) @ beta
+    same points; for every column of x all columns of h; LAPACK's gelsd, singular values below
+    1e-10 of the largest dropped)."""
+    xbar, hbar = column_means(x), column_means(h)
+    beta = np.linalg.lstsq(h - hbar, x - xbar, rcond=1e-10)[0]
+    return xbar - np.dot(hbar - known, beta)
+
+
+@njit(cache=True)
+def column_means(x: np.ndarray) -> np.ndarray:
+    """The mean of each column of x, the rows summed in order (as numpy's mean over axis 0)."""
+    out = np.zeros(x.shape[1])
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[j] += x[i, j]
+    return out / x.shape[0]
 
 
 @njit(cache=True)
