@@ -291,7 +291,10 @@ def test_finished_run_resumes_without_work_and_other_config_is_refused(reference
     outputs_equal(out, ref)
 
 
-SWEEP_PARAMS = ["--param", "training.inner_lr=0.25:2:6:log", "--param", "training.lr=0.5:2:6"]
+#: 12 x 12 points: enough work that a signal sent once 3 are journalled arrives before the last
+#: (a compiled point takes milliseconds; 6 x 6 points could all finish first).
+SWEEP_PARAMS = ["--param", "training.inner_lr=0.25:2:12:log", "--param", "training.lr=0.5:2:12"]
+SWEEP_POINTS = 144
 
 
 def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
@@ -335,10 +338,10 @@ def test_sweep_signal_leaves_a_valid_journal(tmp_path, capsys, signum, workers, 
     lines = journal.read_bytes().split(b"\n")
     assert lines[-1] == b""  # ends with a complete line
     entries = [json.loads(x) for x in lines[1:-1]]
-    assert 3 <= len(entries) < 36
+    assert 3 <= len(entries) < SWEEP_POINTS
     capsys.readouterr()
     assert main(["sweep", str(config), *SWEEP_PARAMS, "--out", str(out), "--quiet"]) == 0
-    assert f"({36 - len(entries)} computed, {len(entries)} from the journal)" in (
+    assert f"({SWEEP_POINTS - len(entries)} computed, {len(entries)} from the journal)" in (
         capsys.readouterr().out)
     assert cells(out / "sweep.csv") == cells(ref / "sweep.csv")
 

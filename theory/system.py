@@ -25,35 +25,24 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba import njit, typeof, types
+from numba import njit, typeof
 
 from metaode.algorithms import algorithm
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.theory.fields import field_covariance
+from metaode.theory.generic import generic_function, is_instance_of
 from metaode.theory.state import column_names, pack, unpack
 
 #: |entries of y| beyond this mean the dynamics ran away (weights of norm ~1e4 sqrt(N)).
 DIVERGENCE_BOUND = 1e8
 
 
-def _unresolved(name: str) -> Callable[..., Any]:
-    def generic(*args: Any) -> Any:
-        raise TypeError(f"metaode.theory.system.{name} is resolved by numba at compile time from "
-                        f"the flow's class; call it from compiled code")
-
-    generic.__name__ = generic.__qualname__ = name
-    return generic
-
-
 #: dy/dalpha = flow_rhs(flow, y): implemented by each system's module for its flow class.
-flow_rhs = _unresolved("flow_rhs")
+flow_rhs = generic_function("metaode.theory.system.flow_rhs", "the flow's class")
 #: The observables at y, a float vector in the order of ``ODESystem.observable_names``.
-flow_observables = _unresolved("flow_observables")
-
-
-def is_flow(numba_type: Any, cls: type) -> bool:
-    """Whether ``numba_type`` (an argument type an ``overload`` sees) is the flow class ``cls``."""
-    return isinstance(numba_type, types.BaseNamedTuple) and numba_type.instance_class is cls
+flow_observables = generic_function("metaode.theory.system.flow_observables", "the flow's class")
+#: Whether an overload's argument type is that of a flow class (``theory.generic``).
+is_flow = is_instance_of
 
 
 @njit(cache=True)

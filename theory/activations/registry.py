@@ -50,16 +50,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from numba import types
+from metaode.theory.generic import generic_function, is_instance_of
 
 
 def _unresolved(name: str) -> Callable[..., Any]:
-    def generic(*args: Any) -> Any:
-        raise TypeError(f"metaode.theory.activations.{name} is resolved by numba at compile time "
-                        f"from the activation markers; call it from compiled code")
-
-    generic.__name__ = generic.__qualname__ = name
-    return generic
+    return generic_function(f"metaode.theory.activations.{name}", "the activation markers")
 
 
 g = _unresolved("g")
@@ -98,9 +93,8 @@ _REGISTRY: dict[str, Activation] = {}
 _PAIRS: set[tuple[str, str]] = set()
 
 
-def is_marker(numba_type: Any, cls: type) -> bool:
-    """Whether ``numba_type`` (an argument type seen by an ``overload``) is the marker ``cls``."""
-    return isinstance(numba_type, types.BaseNamedTuple) and numba_type.instance_class is cls
+#: Whether an overload's argument type is that of the marker class ``cls`` (``theory.generic``).
+is_marker = is_instance_of
 
 
 def register(activation: Activation, pairs: tuple[str, ...] = ()) -> None:
