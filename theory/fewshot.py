@@ -116,17 +116,39 @@ def _f4_gradient(acts, omega, K, k, l, a, b, nodes, weights):
 
 
 @njit(cache=True)
+def _sorted4(q0, q1, q2, q3):
+    """(q0, q1, q2, q3) in increasing order (a sorting network): F and its gradient depend on the
+    multiset of the four fields only, and the sorted order keeps two student fields (< K) first."""
+    if q1 < q0:
+        q0, q1 = q1, q0
+    if q3 < q2:
+        q2, q3 = q3, q2
+    if q2 < q0:
+        q0, q2 = q2, q0
+    if q3 < q1:
+        q1, q3 = q3, q1
+    if q2 < q1:
+        q1, q2 = q2, q1
+    return q0, q1, q2, q3
+
+
+@njit(cache=True)
 def four_point_tensor(acts: Activations, omega: np.ndarray, K: int, nodes: np.ndarray,
                       weights: np.ndarray) -> np.ndarray:
     """F[k, l, a, b] = E[g(lambda_k) g(lambda_l) g(z_a) g(z_b)] for k, l < K and all fields a, b
-    (``F4`` of the activations)."""
+    (``F4`` of the activations), computed once per multiset of the four fields (at its sorted
+    indices, ``_sorted4``) and copied to the other orders."""
     n = omega.shape[0]
     F = np.empty((K, K, n, n))
     for k in range(K):
         for l in range(k, K):
             for a in range(n):
                 for b in range(a, n):
-                    v = _f4(acts, omega, K, k, l, a, b, nodes, weights)
+                    q0, q1, q2, q3 = _sorted4(k, l, a, b)
+                    if q0 == k and q1 == l and q2 == a and q3 == b:  # first in this loop's order
+                        v = _f4(acts, omega, K, k, l, a, b, nodes, weights)
+                    else:
+                        v = F[q0, q1, q2, q3]
                     F[k, l, a, b] = F[l, k, a, b] = F[k, l, b, a] = F[l, k, b, a] = v
     return F
 
@@ -135,19 +157,27 @@ def four_point_tensor(acts: Activations, omega: np.ndarray, K: int, nodes: np.nd
 def four_point_pullback(acts: Activations, omega: np.ndarray, K: int, Fbar: np.ndarray,
                         nodes: np.ndarray, weights: np.ndarray):
     """(G, H) contributions of sum_klab Fbar_klab F_klab(Omega), in the convention of
-    ``theory.flow.chain_to_overlaps`` (G symmetrised: G_kl = 1/2 dL/d(pair kl) for k != l)."""
+    ``theory.flow.chain_to_overlaps`` (G symmetrised: G_kl = 1/2 dL/d(pair kl) for k != l).
+    The weights of the orders of one multiset of fields are summed first, so that its gradient
+    (``F4_gradient``) is computed once."""
     n = omega.shape[0]
-    pair = np.zeros((n, n))  # derivative along each symmetric pair {i, j}, stored at i <= j
+    total = np.zeros((K, K, n, n))  # summed weight at the sorted indices of each multiset
     for k in range(K):
         for l in range(K):
             for a in range(n):
                 for b in range(n):
-                    wgt = Fbar[k, l, a, b]
+                    q0, q1, q2, q3 = _sorted4(k, l, a, b)
+                    total[q0, q1, q2, q3] += Fbar[k, l, a, b]
+    pair = np.zeros((n, n))  # derivative along each symmetric pair {i, j}, stored at i <= j
+    for k in range(K):
+        for l in range(k, K):
+            for a in range(l, n):
+                for b in range(a, n):
+                    wgt = total[k, l, a, b]
                     if wgt == 0.0:
                         continue
-                    lo, hi = min(a, b), max(a, b)
-                    idx = (k, l, lo, hi)
-                    grad = _f4_gradient(acts, omega, K, k, l, lo, hi, nodes, weights)
+                    idx = (k, l, a, b)
+                    grad = _f4_gradient(acts, omega, K, k, l, a, b, nodes, weights)
                     for p in range(4):
                         for q in range(p, 4):
                             i, j = min(idx[p], idx[q]), max(idx[p], idx[q])

@@ -58,7 +58,7 @@ from metaode.theory.fields import (
     meta_loss,
     symmetrise_pairs,
 )
-from metaode.theory.flow import chain_to_overlaps, overlap_drift
+from metaode.theory.flow import chain_apply, chain_coefficients, overlap_drift
 
 #: Largest permutation group whose images complete every sample point (K! beyond: the cyclic shifts
 #: of the student units; the teacher part is dropped when the product would exceed it).
@@ -457,6 +457,13 @@ def drift_of_terms(acts, terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarr
     """(loss, X + X^T upper triangle, 2 G R + H T + SR, wbar) from mean (loss, Cbar, Dbar, SQ, SR,
     wbar): the loss and the drift up to the factors -lr, -lr, -lr_head (docs/model.md §5.2), with
     (G, H) = ``chain_to_overlaps``(Cbar, Dbar) and X = 2 G Q + H R^T + SQ. Linear in ``terms``."""
+    dC, dD = chain_coefficients(acts, Q, R, T)
+    return _drift_of_terms(dC, dD, terms, Q, R, T, K, M)
+
+
+@njit(cache=True)
+def _drift_of_terms(dC, dD, terms, Q, R, T, K, M):
+    """``drift_of_terms`` with the derivatives of ``chain_coefficients`` given."""
     i = 1
     Cbar = terms[i:i + K * K].reshape(K, K)
     i += K * K
@@ -466,8 +473,7 @@ def drift_of_terms(acts, terms: np.ndarray, Q, R, T, K: int, M: int) -> np.ndarr
     i += K * K
     SR = terms[i:i + K * M].reshape(K, M)
     i += K * M
-    G, H = chain_to_overlaps(acts, Q, R, T, np.ascontiguousarray(Cbar),
-                             np.ascontiguousarray(Dbar))
+    G, H = chain_apply(dC, dD, Cbar, Dbar)
     return drift_vector(terms[0], G, H, np.ascontiguousarray(SQ), np.ascontiguousarray(SR),
                         terms[i:i + K].copy(), Q, R, T)
 
@@ -486,14 +492,15 @@ def drift_vector(loss, G, H, SQ, SR, wbar, Q, R, T) -> np.ndarray:
 @njit(cache=True)
 def drift_map(acts, Q, R, T, K: int, M: int) -> np.ndarray:
     """The matrix of the linear map ``drift_of_terms`` (rows: drift components)."""
+    dC, dD = chain_coefficients(acts, Q, R, T)
     size = terms_size(K, M)
     unit = np.zeros(size)
-    first = drift_of_terms(acts, unit, Q, R, T, K, M)
+    first = _drift_of_terms(dC, dD, unit, Q, R, T, K, M)
     L = np.empty((first.shape[0], size))
     for j in range(size):
         unit[:] = 0.0
         unit[j] = 1.0
-        L[:, j] = drift_of_terms(acts, unit, Q, R, T, K, M)
+        L[:, j] = _drift_of_terms(dC, dD, unit, Q, R, T, K, M)
     return L
 
 
