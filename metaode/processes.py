@@ -7,13 +7,14 @@ compiled kernels it calls from numba's disk cache (~0.3 s), where a "spawn" work
 ~0.5 s of imports. The server is started once per Python process, at the first pool, and serves
 every later pool of that process (a notebook's successive sweeps start their workers at once).
 Unlike "fork", the workers do not inherit the caller's threads or state: the server is a fresh
-interpreter that only ran the imports, which start no thread (numba starts its threading layer
-only for ``parallel=True`` code, which these packages do not have).
+interpreter that only ran the imports, which start no thread (numba starts its threads only when
+``parallel=True`` code first runs: the few-shot theory's ``support_statistics``).
 
-The server, hence every worker, runs with one BLAS / OpenMP thread (``ONE_THREAD``): the
-parallelism is over points or seeds, and threaded OpenBLAS on the small matrices of the ODEs only
-costs (the few-shot ANIL theory runs ~2x slower with its default threads on two cores). Dask's
-nanny does the same for its workers.
+The server, hence every worker, runs with one BLAS / OpenMP / numba thread (``ONE_THREAD``): the
+parallelism is over points or seeds, threaded OpenBLAS on the small matrices of the ODEs only
+costs (the few-shot ANIL theory ran ~2x slower with its default threads on two cores), and the
+few-shot theory's parallel sums would oversubscribe the cores (their result does not depend on
+the number of threads). Dask's nanny does the same for its workers.
 
 As with "spawn", a script that starts workers must guard its top level with
 ``if __name__ == "__main__":`` (the workers import the caller's main module).
@@ -31,7 +32,8 @@ from multiprocessing.context import BaseContext
 #: Modules the server imports before it forks any worker (all that a worker runs).
 PRELOAD = ("metaode.solvers.sweep", "metaode.simulations.run")
 #: Environment of the server and so of every worker.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1"}
 
 
 def worker_context() -> BaseContext:

@@ -62,6 +62,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+import numba
 import numpy as np
 from tqdm import tqdm
 
@@ -407,10 +408,13 @@ def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
     The workers ignore SIGINT: a Ctrl-C, which reaches the whole process group, is handled here
     alone, as SIGTERM is (the points not started are cancelled, those running finish, and every
     finished point is journalled), instead of interrupting a worker anywhere, e.g. in numba's
-    compiler callbacks, which can only print that they ignored it.
+    compiler callbacks, which can only print that they ignored it. Meanwhile this process runs
+    numba's parallel code on one thread, like the workers (``metaode.processes.ONE_THREAD``).
     """
     pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=worker_context(),
                                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
     finished: SimpleQueue[Future] = SimpleQueue()
     try:
         stack: list[tuple[Future, int, dict[str, Any]]] = []
@@ -435,6 +439,7 @@ def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
                     yield future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        numba.set_num_threads(threads)
 
 
 def _on_dask(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],

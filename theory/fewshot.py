@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit
 from numba.extending import overload
@@ -52,10 +53,8 @@ from metaode.theory.anil import (
 )
 from metaode.theory.fields import (
     common_observables,
-    diffusion_from_moments,
     error_blocks,
     field_covariance,
-    signed_i4_tensor,
     task_basis,
 )
 from metaode.theory.flow import chain_to_overlaps, flow_of_drift
@@ -64,9 +63,11 @@ from metaode.theory.support_mc import (
     SupportSample,
     controlled_mean,
     drift_map,
+    drift_of_terms,
     drift_vector,
     support_sample,
-    support_terms,
+    support_statistics,
+    terms_size,
 )
 from metaode.theory.system import ODESystem, flow_observables, flow_rhs, is_flow
 
@@ -303,9 +304,9 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
 
     inner_steps = 1: the loss and drift are exact (``one_step_terms``), the Monte Carlo gives Phi
     alone. inner_steps > 1: the loss and drift are Monte Carlo means corrected by the control
-    variates (``controlled_mean``: the one-step terms, of known mean ``one_step_terms``, and the
-    support moments, of mean C and D). Phi = Phi_query(M4 / n, M2 / n) / query + SD / n over the
-    n support sets (``support_terms``, ``theory.fields.diffusion_from_moments``).
+    variates of known mean (``support_statistics``, ``controlled_mean``): the one-step terms
+    (mean ``one_step_terms``) and the support moments (mean C and D). Phi is the Monte Carlo mean
+    of the support sets' Phi (``support_diffusion``) corrected by the support moments.
     """
     K, M, T = flow.K, flow.M, flow.T
     C, D, E = error_blocks(flow.acts, Q, R, T)
@@ -319,28 +320,25 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     several = flow.steps > 1
     if not (several or lr2_term):
         return drift, phi
-    grads, grads1, hats, M4, M2, SD = support_terms(
-        flow.acts, Q, R, T, w, flow.u0, flow.task_std, flow.noise, flow.inner_lr, flow.steps,
-        flow.second_order, flow.query, flow.fields, flow.task, C, D, E, F, several, lr2_term)
+    L = drift_map(flow.acts, Q, R, T, K, M) if several else np.zeros((0, terms_size(K, M)))
+    mean_h, mean_r, S_hh, S_hr = support_statistics(
+        flow.acts.student, flow.acts.teacher, Q, R, T, w, flow.u0, flow.task_std, flow.noise,
+        flow.inner_lr, flow.steps, flow.second_order, flow.query, flow.fields, flow.task, C, D, E,
+        F, L, drift, several, lr2_term)
+    nx = L.shape[0] if several else 0
+    size = terms_size(K, M) if several else 0
     if several:
-        L = drift_map(flow.acts, Q, R, T, K, M)
-        nx = L.shape[0]
-        h = np.empty((grads1.shape[0], nx + hats.shape[1]))
-        h[:, :nx] = np.dot(grads1, L.T)
-        h[:, nx:] = hats
-        known = np.empty(h.shape[1])
-        known[:nx] = drift
-        i = nx
+        drift = drift_of_terms(flow.acts, controlled_mean(mean_h, mean_r, S_hh, S_hr, 0,
+                                                          mean_h.shape[0], 0, size),
+                               Q, R, T, K, M)
+    if lr2_term:
+        packed = controlled_mean(mean_h, mean_r, S_hh, S_hr, nx, mean_h.shape[0], size,
+                                 mean_r.shape[0])
+        i = 0
         for k in range(K):
             for l in range(k, K):
-                known[i] = C[k, l]
+                phi[k, l] = phi[l, k] = packed[i]
                 i += 1
-        known[i:] = D.ravel()
-        drift = controlled_mean(np.dot(grads, L.T), h, known)
-    if lr2_term:
-        n = flow.fields.shape[0]
-        phi = (diffusion_from_moments(flow.acts, omega, signed_i4_tensor(flow.acts, omega, K),
-                                      M4 / n, M2 / n, flow.noise) / flow.query + SD / n)
     return drift, phi
 
 
@@ -398,7 +396,12 @@ def _fewshot_flow_observables(flow, y):
 
 
 def fewshot_flow(config: Config, sample: SupportSample) -> FewShotFlow:
-    """The ``FewShotFlow`` of a config on the support sets of ``sample``."""
+    """The ``FewShotFlow`` of a config on the support sets of ``sample``.
+
+    Starts numba's threads (``numba.get_num_threads``): a cached compiled function that calls the
+    parallel ``support_statistics`` does not start them itself when loaded from the cache, and
+    then crashes (numba issue #8578)."""
+    numba.get_num_threads()
     te, tr = config.teacher, config.training
     nodes, weights = path_rule(config.theory.quadrature_nodes)
     return FewShotFlow(

@@ -116,70 +116,67 @@ def signed_i4_tensor(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray
 
 
 @njit(cache=True)
-def diffusion_from_moments(acts: Activations, omega: np.ndarray, W: np.ndarray, M4: np.ndarray,
-                           M2: np.ndarray, noise: float) -> np.ndarray:
-    """Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ)
-        = sum_ab W[k, l, a, b] E[y_a y_b y_k y_l] + noise^2 J2(k, l) E[y_k y_l]
-    for y = (w', u) with M4[k, l, a, b] = E[y_k y_l y_a y_b] and M2[k, l] = E[y_k y_l]
-    (docs/model.md §5.3); W from ``signed_i4_tensor``.
-    """
-    K = W.shape[0]
-    out = np.empty((K, K))
+def noise_weights(acts: Activations, omega: np.ndarray, K: int, noise: float) -> np.ndarray:
+    """N_kl = noise^2 J2(k, l), the weight of E[y_k y_l] in Phi (``add_diffusion``)."""
+    N = np.empty((K, K))
     for k in range(K):
         for l in range(k, K):
-            out[k, l] = out[l, k] = (np.sum(W[k, l] * M4[k, l])
-                                     + noise**2 * J2(acts.student, omega[k, k], omega[l, l],
-                                                     omega[k, l])
-                                     * M2[k, l])
-    return out
+            N[k, l] = N[l, k] = noise**2 * J2(acts.student, omega[k, k], omega[l, l], omega[k, l])
+    return N
 
 
 @njit(cache=True)
-def add_fourth_moments(mean: np.ndarray, cov: np.ndarray, K: int, M4: np.ndarray,
-                       M2: np.ndarray) -> None:
-    """Add the moments of a Gaussian y with ``mean`` and ``cov`` to (M4, M2): M4[k, l, a, b] +=
-    E[y_k y_l y_a y_b] for k, l < K and all a, b (Isserlis' theorem with a mean), M2[k, l] +=
-    E[y_k y_l]. M4 is symmetric in (k, l) and in (a, b): only the entries with k <= l and a <= b
-    are added; ``symmetrise_pairs`` fills the others once the sum is complete."""
+def add_diffusion(W: np.ndarray, N: np.ndarray, mean: np.ndarray, cov: np.ndarray, scale: float,
+                  out: np.ndarray, at: int) -> None:
+    """Add scale Phi_kl (k <= l, in the order of ``np.triu_indices(K)``) to out[at:] for a Gaussian
+    y = (w', u) with ``mean`` and ``cov``, where
+
+        Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ)
+               = sum_ab W[k, l, a, b] E[y_k y_l y_a y_b] + N_kl E[y_k y_l]
+
+    (docs/model.md §5.3; W from ``signed_i4_tensor``, symmetric in (a, b); N from
+    ``noise_weights``). With Isserlis' theorem, mu = mean, S = cov and W = W[k, l]:
+    sum_ab W_ab E[y_k y_l y_a y_b] = (mu_k mu_l + S_kl)(mu.W mu + tr(W S))
+    + 2 mu_k (W mu).S_l + 2 mu_l (W mu).S_k + 2 S_k.W S_l (S_k the k-th column of S)."""
+    K = W.shape[0]
     n = mean.shape[0]
-    mu, S = mean, cov
+    i = at
     for k in range(K):
-        for l in range(K):
-            M2[k, l] += mu[k] * mu[l] + S[k, l]
+        for l in range(k, K):
+            quad = trace = muk = mul = cross = 0.0
             for a in range(n):
+                wmu = 0.0
+                wsl = 0.0
                 for b in range(n):
-                    if l < k or b < a:  # symmetric in (k, l) and in (a, b): copied below
-                        continue
-                    M4[k, l, a, b] += (mu[a] * mu[b] * mu[k] * mu[l]
-                                       + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
-                                       + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
-                                       + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
-                                       + S[a, b] * S[k, l] + S[a, k] * S[b, l]
-                                       + S[a, l] * S[b, k])
-
-
-@njit(cache=True)
-def symmetrise_pairs(M4: np.ndarray) -> None:
-    """Copy M4[k, l, a, b] (k <= l, a <= b) to the entries with k > l or a > b."""
-    K, n = M4.shape[0], M4.shape[2]
-    for k in range(K):
-        for l in range(K):
-            for a in range(n):
-                for b in range(n):
-                    if l < k or b < a:
-                        M4[k, l, a, b] = M4[min(k, l), max(k, l), min(a, b), max(a, b)]
+                    wab = W[k, l, a, b]
+                    wmu += wab * mean[b]
+                    wsl += wab * cov[b, l]
+                    trace += wab * cov[b, a]
+                quad += mean[a] * wmu
+                muk += wmu * cov[a, k]
+                mul += wmu * cov[a, l]
+                cross += cov[a, k] * wsl
+            second = mean[k] * mean[l] + cov[k, l]
+            out[i] += scale * (second * (quad + trace + N[k, l]) + 2.0 * mean[k] * mul
+                               + 2.0 * mean[l] * muk + 2.0 * cross)
+            i += 1
 
 
 @njit(cache=True)
 def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
               noise: float) -> np.ndarray:
-    """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks
-    (``cov`` zero for one fixed task), with the moments of ``add_fourth_moments``."""
-    n = omega.shape[0]
-    M4, M2 = np.zeros((K, K, n, n)), np.zeros((K, K))
-    add_fourth_moments(mean, cov, K, M4, M2)
-    symmetrise_pairs(M4)
-    return diffusion_from_moments(acts, omega, signed_i4_tensor(acts, omega, K), M4, M2, noise)
+    """The lr^2 term Phi (K x K) of ``add_diffusion`` for a Gaussian y = (w', u) over tasks
+    (``cov`` zero for one fixed task)."""
+    packed = np.zeros(K * (K + 1) // 2)
+    add_diffusion(signed_i4_tensor(acts, omega, K), noise_weights(acts, omega, K, noise), mean,
+                  cov, 1.0, packed, 0)
+    out = np.empty((K, K))
+    i = 0
+    for k in range(K):
+        for l in range(k, K):
+            out[k, l] = out[l, k] = packed[i]
+            i += 1
+    return out
 
 
 @njit(cache=True)
