@@ -144,15 +144,10 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
                    second_order: bool) -> tuple[float, np.ndarray, np.ndarray]:
     """(L_q, lambdabar, wbar) of one task: the query loss and its gradients (module docstring).
 
-    second_order: lambdabar_i = dL_q/dlambda_i^(0) (n x K) and wbar = dL_q/dw^(0) by reverse
-    accumulation through the inner loop. With cbar_pk = -(eta/P) sum_i G_pi lambdabar_ik^(r+1) and
-    Deltabar_p = -(eta/P) wbar^(r+1) . g(lambda_p) + sum_k cbar_pk w_k g'(lambda_pk), one step
-    back is
-        wbar^(r)   = wbar^(r+1) + sum_p [Deltabar_p g(lambda_p) + cbar_p * Delta_p g'(lambda_p)],
-        lambdabar_pk^(r) = lambdabar_pk^(r+1) + g'(lambda_pk) [-(eta/P) Delta_p wbar_k^(r+1)
-                           + Deltabar_p w_k] + cbar_pk Delta_p w_k g''(lambda_pk),
-    all at step r, and lambdabar of the query inputs unchanged (cbar = 0 for anil).
-    first order: lambdabar_q = dL_q/dlambda'_q (support rows zero), wbar = dL_q/dw'.
+    At the adapted parameters, lambdabar_q = dL_q/dlambda'_q and wbar = dL_q/dw' over the query
+    inputs q >= P. first order: returned as they are (support rows of lambdabar zero). second
+    order: carried back through the inner loop to lambdabar_i = dL_q/dlambda_i^(0) and
+    wbar = dL_q/dw^(0) (``inner_loop_reverse``).
     """
     lams, ws, _ = inner_loop_fields(acts, lam0, y, G, w, inner_lr, steps, P, adapt_J)
     n, K = lam0.shape
@@ -169,6 +164,25 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
             lb[q, k] = delta * wr[k] * g_prime(acts.student, lam[q, k]) / nq
     if not second_order:
         return loss, lb, wb
+    return loss, lb, inner_loop_reverse(acts, lams, ws, y, G, inner_lr, P, adapt_J, lb, wb)
+
+
+@njit(cache=True)
+def inner_loop_reverse(acts, lams: np.ndarray, ws: np.ndarray, y: np.ndarray, G: np.ndarray,
+                       inner_lr: float, P: int, adapt_J: bool, lb: np.ndarray,
+                       wb: np.ndarray) -> np.ndarray:
+    """Reverse pass of ``inner_loop_fields`` (its lams, ws): the cotangents lb (n x K, on the
+    fields lambda^(s), updated in place to those on lambda^(0)) and wb (on w^(s); the cotangent on
+    w^(0) is returned). With cbar_pk = -(eta/P) sum_i G_pi lambdabar_ik^(r+1) and
+    Deltabar_p = -(eta/P) wbar^(r+1) . g(lambda_p) + sum_k cbar_pk w_k g'(lambda_pk), one step
+    back is
+        wbar^(r)   = wbar^(r+1) + sum_p [Deltabar_p g(lambda_p) + cbar_p * Delta_p g'(lambda_p)],
+        lambdabar_pk^(r) = lambdabar_pk^(r+1) + g'(lambda_pk) [-(eta/P) Delta_p wbar_k^(r+1)
+                           + Deltabar_p w_k] + cbar_pk Delta_p w_k g''(lambda_pk),
+    all at step r, and lambdabar of the inputs i >= P unchanged (cbar = 0 for anil).
+    """
+    steps = ws.shape[0] - 1
+    n, K = lb.shape
     step = inner_lr / P
     cbar = np.zeros((P, K))
     a = np.empty(K)
@@ -196,7 +210,7 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
                 lb[p, k] += (d[k] * (-step * delta * wb[k] + dbar * wr[k])
                              + cbar[p, k] * delta * wr[k] * g_second(acts.student, lam[p, k]))
         wb = wb_prev
-    return loss, lb, wb
+    return wb
 
 
 @njit(cache=True)
