@@ -207,9 +207,9 @@ def integrate(system: ODESystem, times: np.ndarray | None = None, *, method: str
     """One integration of ``system``'s right-hand side as it is (``solve``'s arguments); the
     meta-test curves at metatest.at only with ``metatest``.
 
-    ``COMPILED`` (the default method) runs ``solvers.dop853`` on the system's compiled flow, a
-    system without one (few-shot anil) with scipy's DOP853, the same method; any other method
-    name is scipy's solver of that name.
+    ``COMPILED`` (the default method) runs ``solvers.dop853`` on the system's compiled flow (every
+    built-in system has one), a system without one with scipy's DOP853, the same method; any
+    other method name is scipy's solver of that name.
     """
     cfg = system.config
     times = cfg.times() if times is None else np.asarray(times, dtype=float)

@@ -27,12 +27,19 @@ the task and the label noise, and the fields are sampled (``theory.support_mc``:
 streams symmetrised under unit permutations, the exact one-step terms as control variates). The
 solver turns the spread of the independent streams into the trajectory's uncertainty
 (``solvers.integrate.solve``).
+
+Compiled form. ``FewShotFlow`` holds the parameters and the support sets of one estimate (a
+stream's, or all streams'), and ``fewshot_estimate`` computes the drift and Phi from them, so the
+compiled integrator (``solvers.dop853``) runs a few-shot curve without returning to Python.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from metaode.config import Config
 from metaode.theory.activations import F4, Activations, F4_gradient, path_rule
@@ -61,7 +68,7 @@ from metaode.theory.support_mc import (
     support_sample,
     support_terms,
 )
-from metaode.theory.system import ODESystem
+from metaode.theory.system import ODESystem, flow_observables, flow_rhs, is_flow
 
 
 @njit(cache=True)
@@ -259,6 +266,120 @@ def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_or
     return loss, G + G2 + G3, H + H2 + H3, wbar + coef * dxi_dw
 
 
+@njit(cache=True)
+def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term: bool):
+    """(loss and drift vector of ``drift_vector``, Phi) at (Q, R, w) on the flow's support sets;
+    Phi only with ``lr2_term`` (zero otherwise).
+
+    inner_steps = 1: the loss and drift are exact (``one_step_terms``), the Monte Carlo gives Phi
+    alone. inner_steps > 1: the loss and drift are Monte Carlo means corrected by the control
+    variates (``controlled_mean``: the one-step terms, of known mean ``one_step_terms``, and the
+    support moments, of mean C and D). Phi = Phi_query(M4 / n, M2 / n) / query + SD / n over the
+    n support sets (``support_terms``, ``theory.fields.diffusion_from_moments``).
+    """
+    K, M, T = flow.K, flow.M, flow.T
+    C, D, E = error_blocks(flow.acts, Q, R, T)
+    omega = field_covariance(Q, R, T)
+    F = four_point_tensor(flow.acts, omega, K, flow.nodes, flow.weights)
+    loss1, G1, H1, wbar1 = one_step_terms(flow.acts, Q, R, T, w, flow.u0, flow.task_std,
+                                          flow.noise, flow.inner_lr, flow.P, flow.second_order,
+                                          F, flow.nodes, flow.weights)
+    drift = drift_vector(loss1, G1, H1, np.zeros((K, K)), np.zeros((K, M)), wbar1, Q, R, T)
+    phi = np.zeros((K, K))
+    several = flow.steps > 1
+    if not (several or lr2_term):
+        return drift, phi
+    grads, grads1, hats, M4, M2, SD = support_terms(
+        flow.acts, Q, R, T, w, flow.u0, flow.task_std, flow.noise, flow.inner_lr, flow.steps,
+        flow.second_order, flow.query, flow.fields, flow.task, C, D, E, F, several, lr2_term)
+    if several:
+        L = drift_map(flow.acts, Q, R, T, K, M)
+        nx = L.shape[0]
+        h = np.empty((grads1.shape[0], nx + hats.shape[1]))
+        h[:, :nx] = np.dot(grads1, L.T)
+        h[:, nx:] = hats
+        known = np.empty(h.shape[1])
+        known[:nx] = drift
+        i = nx
+        for k in range(K):
+            for l in range(k, K):
+                known[i] = C[k, l]
+                i += 1
+        known[i:] = D.ravel()
+        drift = controlled_mean(np.dot(grads, L.T), h, known)
+    if lr2_term:
+        n = flow.fields.shape[0]
+        phi = (diffusion_from_moments(flow.acts, omega, signed_i4_tensor(flow.acts, omega, K),
+                                      M4 / n, M2 / n, flow.noise) / flow.query + SD / n)
+    return drift, phi
+
+
+class FewShotFlow(NamedTuple):
+    """The parameters of the few-shot ANIL ODEs and their support sets (``fields``, ``task`` of a
+    ``SupportSample``): the compiled form of ``FewShotANILSystem`` (``fewshot_estimate``)."""
+
+    acts: Activations
+    K: int
+    M: int
+    T: np.ndarray
+    u0: np.ndarray
+    task_std: float
+    noise: float
+    inner_lr: float
+    steps: int
+    second_order: bool
+    lr: float
+    lr_head: float
+    query: int
+    meta_batch: int
+    P: int
+    nodes: np.ndarray
+    weights: np.ndarray
+    fields: np.ndarray
+    task: np.ndarray
+
+
+@overload(flow_rhs)
+def _fewshot_flow_rhs(flow, y):
+    """dy/dalpha = ``theory.flow.flow_of_drift`` of the estimated drift and Phi with batch =
+    meta_batch (Phi already holds the query average; docs/model.md §9.3, ``theory.support_mc``)."""
+    if is_flow(flow, FewShotFlow):
+        def rhs(flow, y):
+            Q, R, w = unpack(y, flow.K, flow.M)
+            drift, phi = fewshot_estimate(flow, Q, R, w, True)
+            return flow_of_drift(drift[1:], phi, flow.lr, flow.lr_head, flow.meta_batch)
+        return rhs
+
+
+@overload(flow_observables)
+def _fewshot_flow_observables(flow, y):
+    """error = L_P (``fewshot_estimate``'s loss), error_before_adaptation = the population error
+    of w, and ``theory.fields.common_observables``."""
+    if is_flow(flow, FewShotFlow):
+        def observables(flow, y):
+            Q, R, w = unpack(y, flow.K, flow.M)
+            out = np.empty(4 + flow.K)
+            out[0] = fewshot_estimate(flow, Q, R, w, False)[0][0]
+            out[1] = metatest_errors(flow.acts, Q, R, flow.T, w, flow.u0, flow.task_std,
+                                     flow.inner_lr, 0)[0]
+            common_observables(flow.acts, Q, R, flow.T, flow.u0, flow.task_std, out)
+            return out
+        return observables
+
+
+def fewshot_flow(config: Config, sample: SupportSample) -> FewShotFlow:
+    """The ``FewShotFlow`` of a config on the support sets of ``sample``."""
+    te, tr = config.teacher, config.training
+    nodes, weights = path_rule(config.theory.quadrature_nodes)
+    return FewShotFlow(
+        config.activations, int(config.K), int(config.M),
+        np.ascontiguousarray(te.T, dtype=float), np.ascontiguousarray(te.u0, dtype=float),
+        float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
+        tr.order == "second", float(tr.lr), float(tr.lr_head), int(tr.query),
+        int(tr.meta_batch), int(tr.support), np.ascontiguousarray(nodes, dtype=float),
+        np.ascontiguousarray(weights, dtype=float), sample.fields, sample.task)
+
+
 class FewShotANILSystem(ODESystem):
     """The ANIL ODEs with P support examples per task (module docstring, ``theory.support_mc``).
 
@@ -267,28 +388,23 @@ class FewShotANILSystem(ODESystem):
     Carlo, the loss and drift with the exact one-step terms as control variates. ``sample`` is the
     set of support sets of the estimate (default: ``theory.mc_tasks`` of them, all streams); the
     solver (``solvers.integrate.solve``) integrates the streams one by one for the trajectory's
-    uncertainty and raises the budget until ``theory.mc_rtol`` is met.
+    uncertainty and raises the budget until ``theory.mc_rtol`` is met. Right-hand side and
+    observables are those of the compiled flow (``FewShotFlow``).
     """
 
     monte_carlo = True
 
     def __init__(self, config: Config, sample: SupportSample | None = None):
         super().__init__(config)
-        te, tr, th = config.teacher, config.training, config.theory
-        self.u0 = np.ascontiguousarray(te.u0, dtype=float)
-        self.task_std, self.noise = float(te.task_std), float(te.noise)
-        self.inner_lr, self.steps, self.P = float(tr.inner_lr), int(tr.inner_steps), tr.support
-        self.second = tr.order == "second"
-        self.lr, self.lr_head = float(tr.lr), float(tr.lr_head)
-        self.query, self.meta_batch = int(tr.query), int(tr.meta_batch)
-        self.nodes, self.weights = path_rule(th.quadrature_nodes)
-        self.sample = self.sample_of(th.mc_tasks) if sample is None else sample
+        self.sample = self.sample_of(config.theory.mc_tasks) if sample is None else sample
+        self.flow = fewshot_flow(config, self.sample)
 
     def sample_of(self, budget: int) -> SupportSample:
         """About ``budget`` support sets in ``theory.mc_streams`` streams (``support_sample``)."""
         th = self.config.theory
-        return support_sample(self.K, self.M, self.P, self.u0, self.T, budget,
-                              th.mc_streams, th.mc_seed)
+        return support_sample(self.K, self.M, self.config.training.support,
+                              np.ascontiguousarray(self.config.teacher.u0, dtype=float), self.T,
+                              budget, th.mc_streams, th.mc_seed)
 
     def with_budget(self, budget: int) -> FewShotANILSystem:
         """The same system estimated on about ``budget`` support sets."""
@@ -298,61 +414,6 @@ class FewShotANILSystem(ODESystem):
         """One system per stream of the sample, each estimated on that stream's points alone."""
         return [FewShotANILSystem(self.config, self.sample.only(b))
                 for b in range(self.sample.streams)]
-
-    def _estimate(self, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term: bool):
-        """(loss and drift vector of ``drift_vector``, Phi or None) at (Q, R, w).
-
-        inner_steps = 1: the loss and drift are exact, the Monte Carlo gives Phi alone.
-        inner_steps > 1: the loss and drift are Monte Carlo means corrected by the control
-        variates (the one-step terms of ``one_step_terms`` and the support moments, mean C and D).
-        """
-        K, M = self.K, self.M
-        C, D, E = error_blocks(self.acts, Q, R, self.T)
-        omega = field_covariance(Q, R, self.T)
-        F = four_point_tensor(self.acts, omega, K, self.nodes, self.weights)
-        loss1, G1, H1, wbar1 = one_step_terms(self.acts, Q, R, self.T, w, self.u0,
-                                              self.task_std, self.noise, self.inner_lr, self.P,
-                                              self.second, F, self.nodes, self.weights)
-        drift = drift_vector(loss1, G1, H1, np.zeros((K, K)), np.zeros((K, M)), wbar1, Q, R,
-                             self.T)
-        several = self.steps > 1
-        if not (several or lr2_term):
-            return drift, None
-        grads, grads1, hats, M4, M2, SD = support_terms(
-            self.acts, Q, R, self.T, w, self.u0, self.task_std, self.noise, self.inner_lr,
-            self.steps, self.second, self.query, self.sample.fields, self.sample.task, C, D, E, F,
-            several, lr2_term)
-        if several:
-            L = drift_map(self.acts, Q, R, self.T, K, M)
-            known = np.concatenate([drift, C[np.triu_indices(K)], D.ravel()])
-            drift = controlled_mean(grads @ L.T, np.hstack([grads1 @ L.T, hats]), known)
-        if not lr2_term:
-            return drift, None
-        n = self.sample.size
-        phi = (diffusion_from_moments(self.acts, omega, signed_i4_tensor(self.acts, omega, K),
-                                      M4 / n, M2 / n, self.noise) / self.query + SD / n)
-        return drift, phi
-
-    def rhs(self, alpha: float, y: np.ndarray) -> np.ndarray:
-        """``theory.flow.flow_of_drift`` of the estimated drift and Phi, batch = meta_batch (Phi
-        already holds the query average; docs/model.md §9.3, ``theory.support_mc``)."""
-        Q, R, w = unpack(y, self.K, self.M)
-        drift, phi = self._estimate(Q, R, w, True)
-        return flow_of_drift(drift[1:], phi, self.lr, self.lr_head, self.meta_batch)
-
-    def observables(self, y: np.ndarray) -> dict[str, float]:
-        return dict(zip(self.observable_names, self.record_observables(y[None, :])[0].tolist(),
-                        strict=True))
-
-    def record_observables(self, states: np.ndarray) -> np.ndarray:
-        out = np.empty((len(states), 4 + self.K))
-        for i, y in enumerate(np.asarray(states, dtype=float)):
-            Q, R, w = unpack(y, self.K, self.M)
-            out[i, 0] = self._estimate(Q, R, w, False)[0][0]
-            out[i, 1] = metatest_errors(self.acts, Q, R, self.T, w, self.u0, self.task_std,
-                                        self.inner_lr, 0)[0]
-            common_observables(self.acts, Q, R, self.T, self.u0, self.task_std, out[i])
-        return out
 
 
 def anil_system(config: Config) -> ODESystem:

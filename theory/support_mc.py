@@ -252,20 +252,39 @@ def inner_backward(phi: np.ndarray, Y: np.ndarray, Zs: np.ndarray, inner_lr: flo
 
 
 @njit(cache=True)
-def _gradient_terms(Z, Zs, C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order, out, Zbar,
-                    phibar, proj):
+def query_loss(Z: np.ndarray, C: np.ndarray, DU: np.ndarray, S: np.ndarray,
+               head_term: float) -> float:
+    """``meta_loss``(Z, C, D, E, U, S) = sum_j S_j sum_k Z_kj (1/2 (C Z)_kj - (D U)_kj) + head_term
+    with D U and head_term = 1/2 tr(S U^T E U) (``meta_loss`` at Z = 0) given: written out, once
+    per support set."""
+    K, d = Z.shape
+    loss = 0.0
+    for j in range(d):
+        acc = 0.0
+        for k in range(K):
+            cz = 0.0
+            for l in range(K):
+                cz += C[k, l] * Z[l, j]
+            acc += Z[k, j] * (0.5 * cz - DU[k, j])
+        loss += S[j] * acc
+    return loss + head_term
+
+
+@njit(cache=True)
+def _gradient_terms(Z, Zs, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr, second_order,
+                    out, Zbar, phibar, proj):
     """Write (loss, Cbar, Dbar, SQ, SR, wbar) of one support set, exact in e, into ``out``
     (Z = Zs[-1]; Zbar, phibar, proj are workspace).
 
-    loss = meta_loss(Z), Cbar = 1/2 Z S Z^T, Dbar = -Z S U^T; second order: SQ = sum_p
-    lambdabar_p lambda_p^T, SR = sum_p lambdabar_p nu_p^T with lambdabar_p = g'(lambda_p) (.)
-    phibar_p, and wbar = Zbar^(0) e_0 (``inner_backward``); first order: SQ = SR = 0 and
-    wbar = (C Z - D U)_0.
+    loss = meta_loss(Z) (``query_loss``: D U and 1/2 tr(S U^T E U) given), Cbar = 1/2 Z S Z^T,
+    Dbar = -Z S U^T; second order: SQ = sum_p lambdabar_p lambda_p^T, SR = sum_p lambdabar_p
+    nu_p^T with lambdabar_p = g'(lambda_p) (.) phibar_p, and wbar = Zbar^(0) e_0
+    (``inner_backward``); first order: SQ = SR = 0 and wbar = (C Z - D U)_0.
     """
     K, d = Z.shape
     M = U.shape[0]
     P = phi.shape[0]
-    out[0] = meta_loss(Z, C, D, E, U, S)
+    out[0] = query_loss(Z, C, DU, S, head_term)
     loss_cotangents(Z, C, D, U, S, Zbar, out[1:1 + K * K].reshape(K, K),
                     out[1 + K * K:1 + K * K + K * M].reshape(K, M))
     i = 1 + K * K + K * M
@@ -314,6 +333,15 @@ def support_moments(phi: np.ndarray, Y: np.ndarray, M: int, out: np.ndarray) -> 
 
 
 @njit(cache=True)
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    """x . y, summed in order (no BLAS call for a few entries)."""
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc += x[i] * y[i]
+    return acc
+
+
+@njit(cache=True)
 def terms_size(K: int, M: int) -> int:
     """Length of one support set's (loss, Cbar, Dbar, SQ, SR, wbar)."""
     return 1 + 2 * K * K + 2 * K * M + K
@@ -356,14 +384,16 @@ def support_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, steps, second
     gbar = np.empty(K)
     Gamma = np.empty((K, K))
     jac = np.empty((P, K, K))
+    DU = D @ U
+    head_term = meta_loss(np.zeros((K, d)), C, D, E, U, S)
     for i in range(n_pts):
         support_features(acts, fields[i], task[i], root, K, u0, noise, z, phi, gp, Y)
         inner_forward(phi, Y, w, inner_lr, Zs)
         if with_gradients:
-            _gradient_terms(Zs[steps], Zs, C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order,
-                            grads[i], Zbar, phibar, proj)
-            _gradient_terms(Zs[1], Zs[:2], C, D, E, U, S, phi, gp, Y, z, inner_lr, second_order,
-                            grads1[i], Zbar, phibar, proj)
+            _gradient_terms(Zs[steps], Zs, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr,
+                            second_order, grads[i], Zbar, phibar, proj)
+            _gradient_terms(Zs[1], Zs[:2], C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr,
+                            second_order, grads1[i], Zbar, phibar, proj)
             support_moments(phi, Y, M, hats[i])
         if not with_lr2_term:
             continue
@@ -385,11 +415,11 @@ def support_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, steps, second
             e[1 + M + j] = task[i, M + j]
         for r in range(steps + 1):
             for k in range(K):
-                Zs_e[r, k, 0] = Zs[r, k] @ e
+                Zs_e[r, k, 0] = _dot(Zs[r, k], e)
         for p in range(P):
-            Y_e[p, 0] = Y[p] @ e
+            Y_e[p, 0] = _dot(Y[p], e)
         for a in range(n):
-            c[a] = V[a] @ e if a < K else -(V[a] @ e)
+            c[a] = _dot(V[a], e) if a < K else -_dot(V[a], e)
         for k in range(K):
             acc = 0.0
             for a in range(n):
@@ -467,13 +497,25 @@ def drift_map(acts, Q, R, T, K: int, M: int) -> np.ndarray:
     return L
 
 
+@njit(cache=True)
 def controlled_mean(x: np.ndarray, h: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Column means of x corrected by control variates h of known mean: mean(x) - (mean(h) - known)
     beta, with beta the least-squares regression of the centred x on the centred h (fitted on the
-    same points; for every column of x all columns of h)."""
-    hc = h - h.mean(axis=0)
-    beta = np.linalg.lstsq(hc, x - x.mean(axis=0), rcond=1e-10)[0]
-    return x.mean(axis=0) - (h.mean(axis=0) - known) @ beta
+    same points; for every column of x all columns of h; LAPACK's gelsd, singular values below
+    1e-10 of the largest dropped)."""
+    xbar, hbar = column_means(x), column_means(h)
+    beta = np.linalg.lstsq(h - hbar, x - xbar, rcond=1e-10)[0]
+    return xbar - np.dot(hbar - known, beta)
+
+
+@njit(cache=True)
+def column_means(x: np.ndarray) -> np.ndarray:
+    """The mean of each column of x, the rows summed in order (as numpy's mean over axis 0)."""
+    out = np.zeros(x.shape[1])
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[j] += x[i, j]
+    return out / x.shape[0]
 
 
 @njit(cache=True)
