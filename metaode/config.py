@@ -82,8 +82,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "(a registered name: erf)"),
     },
     "training": {
-        "algorithm": Key("algorithm", "sgd", "a registered algorithm: sgd | anil | maml (maml: "
-                         "simulation only)"),
+        "algorithm": Key("algorithm", "sgd", "a registered algorithm: sgd | anil | maml"),
         "order": Key(
             "str", "second", "first | second (MAML order of the outer gradient)", choices=ORDERS
         ),
@@ -141,8 +140,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "N": Key("int", 10000, "input dimension of the simulated networks", 2, 1e8),
         "seeds": Key("int", 3, "independent runs (seeds 0 .. seeds-1 offset by seed)", 1, 10000),
         "seed": Key("int", 0, "first seed", 0, 2**63 - 1),
-        "eval_tasks": Key("int", 256, "fresh tasks per Monte Carlo estimate of a finite-support "
-                          "error (>= 2: the estimate comes with its standard error)", 2, 10**7),
         "checkpoint_every": Key("float", 60.0, "seconds between checkpoints of a simulation in "
                                 "its output folder (for --resume); 0 = none", 0, 1e9),
     },

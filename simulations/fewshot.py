@@ -36,17 +36,11 @@ same tasks and data - paired streams): M standard normals xi (drawn even if task
 each support input its N entries followed by its label noise zeta_p, then the same for each query
 input; zeta is drawn only if noise > 0 (as in ``simulations.sgd``).
 
-Meta-generalisation error (``adapted_error_mc``): the population error eps(w'; u) of the adapted
-network (docs/model.md §3, without the noise^2/2 floor) is exact given (J', w'); it is averaged
-by Monte Carlo over fresh tasks with fresh support sets. For maml,
-J' = J + sum_p a_p x_p^T / sqrt N with a_p = -(eta/P) sum_r c_p^(r), hence exactly
-(``adapted_overlaps``; Lambda, Nu the support fields)
-
-    Q' = Q + (Lambda^T A + A^T Lambda + A^T G_SS A) / N,     R' = R + A^T Nu / N,
-
-A the P x K matrix of rows a_p. The first-layer adaptation thus moves the overlaps only by O(1/N);
-maml differs from anil at O(1/P) through the support fields' shift of O(eta/P) per inner step,
-which changes w' from the second inner step on (docs/model.md §11).
+The first-layer step moves the adapted overlaps only by O(1/N) (J^(s) - J lies in the span of the
+P support inputs); maml differs from anil at O(1/P) through the support fields' shift of O(eta/P)
+per inner step, which changes w' from the second inner step on (docs/model.md §11). The
+observables of a run are the theory's, evaluated on the networks' exact overlaps
+(``simulations.run``).
 """
 
 from __future__ import annotations
@@ -63,10 +57,8 @@ from metaode.simulations.kernels import (
     g,
     g_prime,
     g_second,
-    overlaps,
     teacher_label,
 )
-from metaode.theory.fields import error_blocks
 
 
 @njit(cache=True)
@@ -258,59 +250,3 @@ def fewshot_steps(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndar
             for j in range(N):
                 row[j] -= scale_J * grad[j]
             w[k] -= scale_w * grad_w[k]
-
-
-@njit(cache=True)
-def adapted_overlaps(Q: np.ndarray, R: np.ndarray, lam_S: np.ndarray, nu_S: np.ndarray,
-                     G_SS: np.ndarray, shift: np.ndarray,
-                     N: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q', R') of J' = J + sum_p shift_p x_p^T / sqrt N over the P support inputs:
-    Q' = Q + (Lambda^T A + A^T Lambda + A^T G_SS A) / N, R' = R + A^T Nu / N, with A = shift,
-    Lambda = lam_S = J x_p / sqrt N, Nu = nu_S = B x_p / sqrt N, G_SS = x_p . x_p' / N.
-    """
-    cross = lam_S.T @ shift
-    Qa = Q + (cross + cross.T + shift.T @ G_SS @ shift) / N
-    Ra = R + shift.T @ nu_S / N
-    return 0.5 * (Qa + Qa.T), Ra
-
-
-@njit(cache=True)
-def adapted_error_mc(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray,
-                     task_std: float, noise: float, inner_lr: float, inner_steps: int, P: int,
-                     adapt_J: bool, n_tasks: int,
-                     rng: np.random.Generator) -> tuple[float, float, float]:
-    """(error_after_mean, error_after_stderr, error_before_mean), without the noise^2/2 floor.
-
-    After: the mean over ``n_tasks`` fresh tasks (each with P fresh support examples, drawn as in
-    training but without query inputs) of the exact population error eps(w'; u) of the adapted
-    network, C, D, E of (Q', R', T) (``adapted_overlaps``) for maml, of (Q, R, T) for anil; its
-    standard error is std / sqrt(n_tasks) (nan for one task). Before: exact,
-    E_u eps(w; u) = 1/2 [w^T C w - 2 w^T D u0 + u0^T E u0 + task_std^2 tr E].
-    """
-    K, N = J.shape
-    M = B.shape[0]
-    Q, R, T = overlaps(J, B)
-    C, D, E = error_blocks(acts, Q, R, T)
-    xs = np.empty((P, N))
-    lam0 = np.empty((P, K))
-    nu = np.empty((P, M))
-    y = np.empty(P)
-    u = np.empty(M)
-    G = np.empty((P, P)) if adapt_J else np.empty((0, 0))
-    errors = np.empty(n_tasks)
-    for t in range(n_tasks):
-        draw_task(acts, J, B, u0, task_std, noise, xs, lam0, nu, y, u, rng)
-        if adapt_J:
-            gram(xs, P, G)
-        _, ws, shift = inner_loop_fields(acts, lam0, y, G, w, inner_lr, inner_steps, P, adapt_J)
-        wa = ws[inner_steps]
-        if adapt_J:
-            Qa, Ra = adapted_overlaps(Q, R, lam0, nu, G, shift, N)
-            Ca, Da, Ea = error_blocks(acts, Qa, Ra, T)
-        else:
-            Ca, Da, Ea = C, D, E
-        errors[t] = 0.5 * (wa @ Ca @ wa - 2.0 * wa @ Da @ u + u @ Ea @ u)
-    before = 0.5 * (w @ C @ w - 2.0 * w @ D @ u0 + u0 @ E @ u0 + task_std**2 * np.trace(E))
-    # np.std has ddof = 0: std_ddof0 / sqrt(n - 1) = std_ddof1 / sqrt(n)
-    stderr = np.std(errors) / math.sqrt(n_tasks - 1.0) if n_tasks > 1 else np.nan
-    return np.mean(errors), stderr, before

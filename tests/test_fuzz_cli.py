@@ -150,7 +150,7 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
     output = {"points": draw(st.integers(2, 5)),
               "spacing": draw(st.sampled_from(["linear", "log"]))}
     simulation = {"N": draw(st.integers(K + M, 40)), "seeds": draw(st.integers(1, 2)),
-                  "seed": draw(st.integers(0, 2**63 - 10)), "eval_tasks": draw(st.integers(2, 8)),
+                  "seed": draw(st.integers(0, 2**63 - 10)),
                   "checkpoint_every": draw(st.sampled_from([0.0, 60.0, 1e-9]))}
     # a tolerance that a small budget meets or misses (both paths), never a long budget search;
     # two streams (the fewest): a few-shot solve integrates 1 + mc_streams times

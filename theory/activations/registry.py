@@ -82,11 +82,14 @@ class Activations(NamedTuple):
 
 @dataclass(frozen=True)
 class Activation:
-    """A registered activation: its config name, its marker and a one-line formula."""
+    """A registered activation: its config name, its marker, a one-line formula and whether g is
+    smooth (twice continuously differentiable: the maml theory's pathwise reverse pass through
+    the support fields' shift needs g'', docs/model.md §11)."""
 
     name: str
     marker: Any
     formula: str
+    smooth: bool = True
 
 
 _REGISTRY: dict[str, Activation] = {}
