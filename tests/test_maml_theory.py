@@ -12,30 +12,22 @@
   the maml - anil difference of the query loss measured on explicit networks of width N = 2000
   (the simulation's task draw, Gram matrix and inner loop in weight-space fields, paired tasks)
   equals the theory's within its statistical error, and is many standard errors from zero.
-- Theory against the maml simulation (N = 4000, 4 seeds, alpha = 8, strong adaptation: P = 2,
-  three inner steps, inner_lr = 1, second order; P = 3, two steps, first order), with the criterion
-  of tests/test_fewshot_theory_vs_simulation.py (the theory's own uncertainty included); each case
-  also rejects the few-shot anil theory, so that it has power.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_fewshot_theory_vs_simulation import SEEDS, columns, strong_case, worst_ratio
 
 from metaode.config import Config
 from metaode.simulations.fewshot import draw_task, gram, task_gradients
 from metaode.simulations.networks import networks_with_overlaps
-from metaode.simulations.run import simulate
-from metaode.solvers.integrate import solve
 from metaode.theory.anil import ANILSystem
 from metaode.theory.fewshot import FewShotANILSystem, fewshot_estimate, four_point_tensor
 from metaode.theory.fields import error_blocks, field_covariance
 from metaode.theory.maml import MAMLSystem, maml_differences, maml_estimate
 from metaode.theory.state import unpack
 from metaode.theory.system import build_system
-from metaode.trajectory import SUCCESS
 
 STRONG = {
     "teacher": {"M": 2, "u0": [1.0, 0.6], "task_std": 0.7, "noise": 0.2},
@@ -104,13 +96,14 @@ def finite_N_loss_difference(config: Config, y: np.ndarray, N: int, tasks: int,
                              seed: int) -> tuple[float, float]:
     """(mean, standard error) over ``tasks`` paired tasks of L_q(maml) - L_q(anil) on networks of
     width N with the overlaps of y: the simulation's task draw, Gram matrix of the real inputs and
-    inner loop (``simulations.fewshot.task_gradients``), 64 query inputs per task."""
+    inner loop (``simulations.fewshot.task_gradients``), 8 query inputs per task (the same for
+    both algorithms, so that most of the query noise cancels in the difference)."""
     K, M = config.K, config.M
     Q, R, w = unpack(y, K, M)
     te, tr = config.teacher, config.training
     rng = np.random.default_rng(seed)
     J, B = networks_with_overlaps(Q, R, np.asarray(te.T, float), N, rng)
-    P, query = int(tr.support), 64
+    P, query = int(tr.support), 8
     n = P + query
     xs, lam, nu = np.empty((n, N)), np.empty((n, K)), np.empty((n, M))
     labels, u, G = np.empty(n), np.empty(M), np.empty((P, n))
@@ -145,27 +138,3 @@ def test_loss_difference_matches_networks_of_finite_width() -> None:
           f"N = 2000 {mean:.5f} +- {stderr:.5f}")
     assert abs(mean - theory) <= 4.0 * combined
     assert abs(theory) >= 8.0 * combined  # the test would see a missing shift
-
-
-MAML_CASES = {
-    "strong_second": strong_case([1.0, 0.6], 0.7, 2, 3, "second"),
-    "strong_first": strong_case([1.0, 0.8], 0.5, 3, 2, "first"),
-}
-
-
-@pytest.mark.parametrize("case", list(MAML_CASES))
-def test_maml_theory_follows_the_maml_simulation(case: str) -> None:
-    config = MAML_CASES[case].replace("training.algorithm", "maml")
-    N = 4000
-    theory = solve(build_system(config))
-    sims = simulate(config, N, SEEDS, progress=False, workers=2)
-    assert theory.status == SUCCESS and all(s.status == SUCCESS for s in sims)
-    assert theory.monte_carlo["tolerance_met"]
-    names = columns(config)
-    ratio, where = worst_ratio(theory, sims, names, N)
-    print(f"maml {case}: worst ratio {ratio:.2f} ({where})")
-    assert ratio <= 1.0, f"maml theory off by {ratio:.2f} tolerances ({where})"
-    anil = solve(build_system(config.replace("training.algorithm", "anil")))
-    ratio, where = worst_ratio(theory, sims, names, N, reference=anil)
-    print(f"maml {case}: anil theory at {ratio:.2f} tolerances ({where})")
-    assert ratio > 2.0, f"the criterion cannot tell maml from anil ({where})"
