@@ -47,7 +47,6 @@ the old one. A point that raised (status "failed") is not journalled: a rerun re
 
 from __future__ import annotations
 
-import copy
 import csv
 import fcntl
 import io
@@ -178,7 +177,7 @@ def point_config(config: Config, params: dict[str, Any]) -> Config:
 def _point_config(raw: Mapping[str, Mapping[str, Any]], params: dict[str, Any]) -> Config:
     """The config of the raw base config (``Config.raw``) at the grid point ``params``: one
     validation (``Config.replace`` of a built base config would validate twice)."""
-    data = copy.deepcopy({section: dict(values) for section, values in raw.items()})
+    data = {section: dict(values) for section, values in raw.items()}  # from_dict copies values
     for key, value in params.items():
         section, _, name = key.partition(".")
         data.setdefault(section, {})[name] = value

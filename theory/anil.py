@@ -172,7 +172,7 @@ def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
     K, M = R.shape
     resid, Cbar, Dbar = np.empty((K, U.shape[1])), np.empty((K, K)), np.empty((K, M))
     loss_cotangents(Zs[steps], C, D, U, S, resid, Cbar, Dbar)
-    if second_order:
+    if second_order and steps > 0:  # without an inner step both orders are the direct terms
         Cb, Db, wbar = inner_loop_vjp(Zs, C, U, inner_lr, resid)
         Cbar += Cb
         Dbar += Db
