@@ -1,15 +1,20 @@
-"""Speed of the theory, the simulations, parallel seeds and sweeps, and the cold start; writes
-benchmarks/RESULTS.md.
+"""Speed of the theory, the simulations, parallel seeds, sweeps, the cold start and the compiled
+exact systems (issue 13); writes benchmarks/RESULTS.md.
 
-Run from the repository root: ``python -m benchmarks.run`` (about 3 minutes on 2 cores, a third of
-it the cold start, which compiles the numba code twice from an empty cache). Every figure is
-measured in this one run, so ratios compare like with like on the same machine load; the table
-gives the machine, its load average and the cores other jobs used meanwhile. "How it was measured"
-in RESULTS.md (``HOW`` below) describes every row.
+Run from the repository root: ``python -m benchmarks.run`` (about 6 minutes on 2 cores, a third of
+it the cold start, which compiles the numba code twice from an empty cache, and the 100 x 100 sweep
+of the compiled section). Every figure is measured in this one run, so ratios compare like with
+like on the same machine load; the table gives the machine, its load average and the cores other
+jobs used meanwhile. "How it was measured" in RESULTS.md (``HOW`` below) describes every row.
+
+``python -m benchmarks.run --only SECTION[,SECTION...]`` runs the named sections (theory, fewshot,
+simulation, core, parallel, cold_start, sweep, compiled) and prints their rows without writing
+RESULTS.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,11 +30,20 @@ import numba
 import numpy as np
 import scipy
 
-from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
+from benchmarks.cases import (
+    GRID_LR,
+    GRID_SIDE,
+    LARGE_CASES,
+    SWEEP_LR,
+    exact_config,
+    simulation_config,
+    theory_config,
+)
 from benchmarks.euler import euler
-from metaode.config import load_config
+from metaode.config import Config, load_config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
+from metaode.solvers.sweep import Axis, parse_axis, sweep
 from metaode.theory.system import build_system
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +63,7 @@ IMPORT_RUNS = 7
 PACKAGES = "theory,solvers,simulations,validation"
 EVERYTHING = "theory.system,solvers.integrate,simulations.run,metaode.cli.program"
 SWEEP_POINTS = 400  # sgd K = M = 2 to alpha = 1000 at lr = SWEEP_LR
+POINT_SWEEP = 40  # points of each 1-process sweep of the per-point rows (issue 13)
 
 
 def machine() -> dict[str, str]:
@@ -321,8 +336,6 @@ def sweep_rows() -> list[dict[str, str]]:
     """Points per second of ``solvers.sweep.sweep`` with 1 and 2 processes, alternately in ROUNDS
     rounds: as the first sweep of a fresh process (``benchmarks.child sweep``, what ``metaode
     sweep`` does) and as a later sweep in this process (a notebook's next sweep)."""
-    from metaode.solvers.sweep import parse_axis, sweep
-
     config = theory_config(2, 2, 1000.0)
     unsuccessful = set()
 
@@ -354,6 +367,70 @@ def sweep_rows() -> list[dict[str, str]]:
                         f"{', '.join(f'{x:.2f}' for x in ratios)}); points not successful: "
                         f"{', '.join(str(n) for n in sorted(unsuccessful))}"))
     return rows
+
+
+# -- compiled exact systems (issue 13) ------------------------------------------------------------
+def compiled_rows() -> list[dict[str, str]]:
+    """The targets of issue 13 for the exact systems at the default solver tolerances: the time
+    per point of a 1-process sweep (sgd and population anil, K = M = 2), a 100 x 100 sweep with 2
+    processes as the first sweep of a fresh process, and one solve of each large network."""
+    rows = []
+    for label, config, before, target in (
+            ("sgd, K = M = 2, alpha = 0..1000, 201 records", exact_config(2, 2, 1000.0), "66-72 ms",
+             0.010),
+            ("anil (population, second order), K = M = 2, alpha = 0..100, 201 records",
+             exact_config(2, 2, 100.0, "anil"), "20 ms", 0.005)):
+        axis = parse_axis(f"training.lr={SWEEP_LR}:{POINT_SWEEP}")
+        per_point(config, axis)  # numba's cache loaded
+        rounds = [per_point(config, axis) for _ in range(ROUNDS)]
+        wall = statistics.median(r[0] for r in rounds)
+        rows.append(row("compiled", f"{label}: per point of a 1-process sweep (`metaode sweep "
+                        "--workers 1`)", ms(wall), f"<= {ms(target)} (before: {before})",
+                        f"{wall / target:.2f} of target",
+                        f"CPU {ms(statistics.median(r[1] for r in rounds))} per point; medians of "
+                        f"{ROUNDS} sweeps of {POINT_SWEEP} points (training.lr = "
+                        f"{SWEEP_LR.replace(':', '..')}), start-up, journal and CSV included; "
+                        f"{statistics.median(r[2] for r in rounds):.0f} rhs evaluations per point"))
+    grid = child("grid-sweep", "2", str(GRID_SIDE))
+    lr = GRID_LR.replace(":", "..")
+    rows.append(row("compiled", f"{GRID_SIDE} x {GRID_SIDE} sweep (training.lr = {lr} x "
+                    f"training.lr_head = {lr}) of sgd, K = M = 2 to alpha = 1000, 2 processes, "
+                    "first sweep of a fresh process (as `metaode sweep --workers 2`)",
+                    f"{grid['seconds']:.1f} s", "<= 90 s (before: ~6 min)",
+                    f"{grid['seconds'] / 90:.2f} of target",
+                    f"{1e3 * grid['seconds'] / GRID_SIDE**2:.2f} ms per point; "
+                    f"{grid['nfev'] / GRID_SIDE**2:.0f} rhs evaluations per point; points not "
+                    f"successful: {int(grid['unsuccessful'])}"))
+    for name, K, M, alpha_max, algorithm, before, target in LARGE_CASES:
+        config = exact_config(K, M, alpha_max, algorithm)
+        solve(build_system(config.replace("training.alpha_max", 0.01)))  # compiled code loaded
+        system = build_system(config)
+        start, cpu = time.perf_counter(), time.process_time()
+        traj = solve(system)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if traj.status != 0:
+            raise RuntimeError(traj.message)
+        rows.append(row("compiled", f"{name}, K = {K}, M = {M}, alpha = 0..{alpha_max:g}",
+                        f"{wall:.2f} s", f"<= {target:g} s (before: {before:g} s)",
+                        f"{wall / target:.2f} of target",
+                        f"CPU {cpu:.2f} s on {numba.get_num_threads()} numba threads; "
+                        f"{traj.nfev} rhs evaluations, {1e3 * wall / traj.nfev:.1f} ms each; "
+                        f"final error {traj.error[-1]:.3g}"))
+    return rows
+
+
+def per_point(config: Config, axis: Axis) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, rhs evaluations) per point of a 1-process sweep over ``axis``,
+    every point of which must succeed."""
+    points = len(axis.values)
+    with tempfile.TemporaryDirectory() as out:
+        cpu = time.process_time()
+        result = sweep(config, [axis], out, workers=1)
+        cpu = time.process_time() - cpu
+    if result.count("success") != points:
+        raise RuntimeError(f"a point of the sweep over {axis.key} did not succeed")
+    return (result.seconds / points, cpu / points,
+            sum(r["nfev"] for r in result.rows) / points)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -403,49 +480,65 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   numba's cache (~0.3 s), while this process computes; the interpreter's own start-up and imports
   are not included. "A later sweep": in the benchmark's process, whose fork server is running (one
   untimed 2-process sweep before the rounds), so only the worker's start-up is included.
+- **compiled** (the targets of issue 13, whose "before" figures are quoted there): the configs of
+  `benchmarks.cases.exact_config`, those of the theory rows at the default solver tolerances (rtol
+  1e-8, atol 1e-10). Per point: `solvers.sweep.sweep` with 1 process over 40 values of training.lr
+  (one untimed sweep first), wall time of the sweep call / points, median of 3 sweeps, with the
+  CPU time (`time.process_time`). The 100 x 100 sweep: `benchmarks/child.py grid-sweep` in a fresh
+  process, 2 processes (start-up included). Large networks: one solve each after an untimed solve
+  to alpha = 0.01 (numba's cache loaded), wall and CPU time (the CPU time of all numba threads).
 """
 
 
-def markdown(info: dict[str, str], rows: list[dict[str, str]], notes: list[str]) -> str:
+def markdown(info: dict[str, str], rows: list[dict[str, str]]) -> str:
     lines = ["# Benchmarks", "", "Written by `python -m benchmarks.run`.", "", "## Machine", ""]
     lines += [f"- {key}: {value}" for key, value in info.items()]
     lines += ["", "## Results", "", "| | benchmark | measured | target / reference | ratio | "
               "detail |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['group']} | {r['name']} | {r['value']} | {r['target']} | {r['ratio']} | "
               f"{r['detail']} |" for r in rows]
-    if notes:
-        lines += ["", *notes]
     lines += ["", "## How it was measured", "", HOW]
     return "\n".join(lines)
 
 
+SECTIONS = {"theory": theory_rows, "fewshot": fewshot_rows, "simulation": simulation_rows,
+            "core": core_rows, "parallel": parallel_rows, "cold_start": cold_start_rows,
+            "sweep": sweep_rows, "compiled": compiled_rows}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--only", metavar="SECTION[,SECTION...]",
+                        help=f"run these sections ({', '.join(SECTIONS)}) and print their rows "
+                        "without writing RESULTS.md")
+    args = parser.parse_args()
+    only = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = [name for name in only if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r} (sections: {', '.join(SECTIONS)})")
     info = machine()
     info["load average (1, 5, 15 min) at the start"] = load()
     for key, value in info.items():
         print(f"{key}: {value}")
     rows: list[dict[str, str]] = []
-    notes: list[str] = []
-    sections = [theory_rows, fewshot_rows, simulation_rows, core_rows, parallel_rows,
-                cold_start_rows]
-    if (ROOT / "solvers" / "sweep.py").is_file():
-        sections.append(sweep_rows)
-    else:
-        notes.append("Sweeps: pending (solvers/sweep.py does not exist yet).")
     others = []
-    for section in sections:
+    for name in only:
         start, (machine_start, own_start) = time.perf_counter(), busy_seconds()
-        new = section()
+        new = SECTIONS[name]()
         machine_end, own_end = busy_seconds()
         elapsed = time.perf_counter() - start
         cores = (machine_end - machine_start - (own_end - own_start)) / elapsed
-        others.append(f"{section.__name__.removesuffix('_rows')} {max(cores, 0.0):.2f}")
+        others.append(f"{name} {max(cores, 0.0):.2f}")
         for r in new:
             print(" | ".join(v for v in r.values() if v))
         rows += new
     info["load average (1, 5, 15 min) at the end"] = load()
     info["cores used by other jobs during each section (from /proc/stat)"] = ", ".join(others)
-    RESULTS.write_text(markdown(info, rows, notes))
+    if args.only:
+        print("; ".join(f"{key}: {value}" for key, value in list(info.items())[-2:]))
+        return
+    RESULTS.write_text(markdown(info, rows))
     print(f"wrote {RESULTS}")
 
 

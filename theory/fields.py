@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from metaode.theory.activations import I2, I4, J2, Activations
+from metaode.theory.activations import I2, J2, Activations, I4_forms
+
+#: I4 entries (pairs k <= l times n (n + 1) / 2 entries a <= b) from which ``diffusion`` runs its
+#: pairs (k, l) in numba's threads; below it, waking the threads costs more than they save.
+PARALLEL_ENTRIES = 20000
 
 
 @njit(cache=True)
@@ -77,9 +81,27 @@ def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.
               S: np.ndarray) -> float:
     """E_e eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U): the square
     loss 1/2 E[Delta^2] of heads linear in a Gaussian e with E[e e^T] = diag(S), the one loss of
-    every algorithm (one fixed head: Z = w, U = u, S = 1)."""
-    quad = np.sum(Z * (0.5 * (C @ Z) - D @ U), axis=0) + 0.5 * np.sum(U * (E @ U), axis=0)
-    return float(np.sum(S * quad))
+    every algorithm (one fixed head: Z = w, U = u, S = 1). Written out column by column of e (no
+    BLAS call: the matrices are small)."""
+    K, n = Z.shape
+    M = U.shape[0]
+    total = 0.0
+    for j in range(n):
+        quad = 0.0
+        for k in range(K):
+            acc = 0.0
+            for l in range(K):
+                acc += 0.5 * C[k, l] * Z[l, j]
+            for m in range(M):
+                acc -= D[k, m] * U[m, j]
+            quad += Z[k, j] * acc
+        for m in range(M):
+            acc = 0.0
+            for o in range(M):
+                acc += E[m, o] * U[o, j]
+            quad += 0.5 * U[m, j] * acc
+        total += S[j] * quad
+    return total
 
 
 @njit(cache=True)
@@ -93,25 +115,33 @@ def population_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndar
 
 
 @njit(cache=True)
+def student_pairs(K: int) -> np.ndarray:
+    """The pairs (k, l), k <= l < K, in row-major order: shape (K (K + 1) / 2, 2)."""
+    pairs = np.empty((K * (K + 1) // 2, 2), dtype=np.int64)
+    p = 0
+    for k in range(K):
+        for l in range(k, K):
+            pairs[p, 0], pairs[p, 1] = k, l
+            p += 1
+    return pairs
+
+
+@njit(cache=True)
 def signed_i4_tensor(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray:
     """W[k, l, a, b] = S_a S_b I4(k, l, a, b), I4(k, l, a, b) = E[g'(z_k) g'(z_l) g_a(z_a)
     g_b(z_b)], with S_a = +1 for a student field (a < K) and -1 for a teacher field
-    (c = (w', -u) = S y); g' the student's, g_a as in ``i2_matrix``."""
+    (c = (w', -u) = S y); g' the student's, g_a as in ``i2_matrix`` (``I4_forms`` with X = diag S
+    at k <= l)."""
     n = omega.shape[0]
+    pairs = student_pairs(K)
+    signs = np.zeros((n, n))
+    for a in range(n):
+        signs[a, a] = 1.0 if a < K else -1.0
+    slices = np.empty((pairs.shape[0], n, n))
+    I4_forms(acts.student, acts.teacher, omega, K, pairs, signs, False, slices)
     W = np.empty((K, K, n, n))
-    for k in range(K):
-        for l in range(k, K):
-            for a in range(n):
-                for b in range(a, n):
-                    args = (omega[k, k], omega[l, l], omega[a, a], omega[b, b], omega[k, l],
-                            omega[k, a], omega[k, b], omega[l, a], omega[l, b], omega[a, b])
-                    if b < K:
-                        v = I4(acts.student, acts.student, acts.student, *args)
-                    elif a < K:
-                        v = -I4(acts.student, acts.student, acts.teacher, *args)
-                    else:
-                        v = I4(acts.student, acts.teacher, acts.teacher, *args)
-                    W[k, l, a, b] = W[l, k, a, b] = W[k, l, b, a] = W[l, k, b, a] = v
+    for p in range(pairs.shape[0]):
+        W[pairs[p, 0], pairs[p, 1]] = W[pairs[p, 1], pairs[p, 0]] = slices[p]
     return W
 
 
@@ -171,15 +201,45 @@ def symmetrise_pairs(M4: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
+def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, spread: np.ndarray,
               noise: float) -> np.ndarray:
-    """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks
-    (``cov`` zero for one fixed task), with the moments of ``add_fourth_moments``."""
-    n = omega.shape[0]
-    M4, M2 = np.zeros((K, K, n, n)), np.zeros((K, K))
-    add_fourth_moments(mean, cov, K, M4, M2)
-    symmetrise_pairs(M4)
-    return diffusion_from_moments(acts, omega, signed_i4_tensor(acts, omega, K), M4, M2, noise)
+    """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks with
+    ``mean`` and covariance spread spread^T (spread: n x r; r = 0 for one fixed task), without the
+    K x K x n x n tensors of the moments and of W: Isserlis' theorem reduces the sum over (a, b)
+    to the quadratic forms G = X^T I4(k, l, ., .) X on the columns of X = S [mean | spread]
+    (the signed head c = S mean and the signed spread v = S spread), from ``I4_forms``:
+
+        Phi_kl = E[y_k y_l] (G_00 + sum_j G_jj + noise^2 J2(k, l))
+                 + 2 sum_j (c_k v_lj + c_l v_kj) G_0j + 2 sum_ij v_ki v_lj G_ij,
+
+    E[y_k y_l] = c_k c_l + sum_j v_kj v_lj, j = 1..r (docs/model.md §8.3). With PARALLEL_ENTRIES
+    entries of I4 or more ``I4_forms`` may run the pairs in numba's threads."""
+    n, r = spread.shape
+    X = np.empty((n, r + 1))
+    for a in range(n):
+        sign = 1.0 if a < K else -1.0
+        X[a, 0] = sign * mean[a]
+        for j in range(r):
+            X[a, 1 + j] = sign * spread[a, j]
+    pairs = student_pairs(K)
+    forms = np.empty((pairs.shape[0], r + 1, r + 1))
+    parallel = pairs.shape[0] * (n * (n + 1) // 2) >= PARALLEL_ENTRIES
+    I4_forms(acts.student, acts.teacher, omega, K, pairs, X, parallel, forms)
+    out = np.empty((K, K))
+    for p in range(pairs.shape[0]):
+        k, l = pairs[p, 0], pairs[p, 1]
+        G = forms[p]
+        second, trace, cross, outer = X[k, 0] * X[l, 0], G[0, 0], 0.0, 0.0
+        for i in range(1, r + 1):
+            second += X[k, i] * X[l, i]
+            trace += G[i, i]
+            cross += (X[k, 0] * X[l, i] + X[l, 0] * X[k, i]) * G[0, i]
+            for j in range(1, r + 1):
+                outer += X[k, i] * X[l, j] * G[i, j]
+        j2 = J2(acts.student, omega[k, k], omega[l, l], omega[k, l])
+        out[k, l] = out[l, k] = (second * (trace + noise * noise * j2) + 2.0 * cross
+                                 + 2.0 * outer)
+    return out
 
 
 @njit(cache=True)

@@ -38,11 +38,19 @@ def chain_to_overlaps(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.nda
     G = np.zeros((K, K))
     H = np.zeros((K, M))
     for k in range(K):
-        for l in range(K):
-            a, b, c = Q[k, k], Q[l, l], Q[k, l]
-            G[k, k] += Cbar[k, l] * dI2_dc11(s, s, a, b, c)
-            G[l, l] += Cbar[k, l] * dI2_dc22(s, s, a, b, c)
-            G[k, l] += Cbar[k, l] * dI2_dc12(s, s, a, b, c)
+        # C_kl and C_lk are one function of (Q_kk, Q_ll, Q_kl), I2 being symmetric in its two
+        # fields: its partials are computed once per pair k <= l (on the diagonal d/dc11 = d/dc22)
+        a = Q[k, k]
+        d11, d12 = dI2_dc11(s, s, a, a, a), dI2_dc12(s, s, a, a, a)
+        G[k, k] += 2.0 * Cbar[k, k] * d11 + Cbar[k, k] * d12
+        for l in range(k + 1, K):
+            b, c = Q[l, l], Q[k, l]
+            d11, d22 = dI2_dc11(s, s, a, b, c), dI2_dc22(s, s, a, b, c)
+            d12 = dI2_dc12(s, s, a, b, c)
+            G[k, k] += (Cbar[k, l] + Cbar[l, k]) * d11
+            G[l, l] += (Cbar[k, l] + Cbar[l, k]) * d22
+            G[k, l] += Cbar[k, l] * d12
+            G[l, k] += Cbar[l, k] * d12
         for m in range(M):
             a, b, c = Q[k, k], T[m, m], R[k, m]
             G[k, k] += Dbar[k, m] * dI2_dc11(s, t, a, b, c)
