@@ -30,6 +30,7 @@ import numba
 import numpy as np
 import scipy
 
+from benchmarks import nn2pp
 from benchmarks.cases import (
     GRID_LR,
     GRID_SIDE,
@@ -52,10 +53,12 @@ REPEATS = 7  # timed calls per theory curve (median)
 SIM_WIDTHS = (10**3, 10**4, 10**5, 10**6)
 SIM_WORK = 10**8  # steps x N per simulation timing: 10^5 steps at N = 10^3 ... 100 at N = 10^6
 SIM_REPEATS = 3
-#: nn2pp (Goldt et al. 2019, C++, Euler at dt = 0.01): seconds per curve quoted in issue 6 for
-#: "this kind of machine"; it cannot be run here, so these are the reference, not a measurement.
-NN2PP_SECONDS = {(2, 2, 1000.0): 0.5, (8, 4, 100.0): 2.9}
-EULER_DT = 0.01
+#: the sgd curves (K, M, alpha_max) timed against scipy, Euler and nn2pp
+SGD_CURVES = ((2, 2, 1000.0), (8, 4, 100.0))
+EULER_DT = nn2pp.DT  # nn2pp's scheme on our right-hand side (``benchmarks.euler``)
+#: timed runs of the nn2pp binary named by the environment variable NN2PP, per curve (median)
+NN2PP_REPEATS = 3
+NOT_RUN = "not run (set NN2PP to the nn2pp ode binary)"
 PARALLEL_ALPHA = 10.0  # 2 seeds x 10^5 steps at N = 10^4 (sgd)
 ROUNDS = 3  # of the alternating 1- and 2-process measurements (parallel seeds, sweeps)
 SPIN = 3 * 10**7  # iterations of the pure-Python loop of ``core_rows`` (~1.5 s)
@@ -153,7 +156,7 @@ def ms(seconds: float) -> str:
 # -- theory --------------------------------------------------------------------------------------
 def theory_rows() -> list[dict[str, str]]:
     rows = []
-    for K, M, alpha_max in NN2PP_SECONDS:
+    for K, M, alpha_max in SGD_CURVES:
         rows += sgd_curve(K, M, alpha_max)
     for steps in (1, 5):
         config = theory_config(2, 2, 100.0, "anil", steps)
@@ -170,7 +173,8 @@ def theory_rows() -> list[dict[str, str]]:
 
 
 def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
-    """Time of our solve, of Euler at dt = 0.01, and the accuracy of both against rtol 1e-12."""
+    """Time of our solve, of scipy's DOP853, of Euler at dt = 0.01 on our right-hand side and of
+    nn2pp (when NN2PP names its binary), and their accuracy against rtol 1e-12."""
     config = theory_config(K, M, alpha_max)
     system = build_system(config)
     times = config.times()
@@ -186,7 +190,6 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
         if traj.status != 0:
             raise RuntimeError(traj.message)
     name = f"sgd, K = {K}, M = {M}, alpha = 0..{alpha_max:g}"
-    nn2pp = NN2PP_SECONDS[(K, M, alpha_max)]
     err_ours = np.abs(ours.error - tight.error).max()
     err_euler = np.abs(euler_error - tight.error).max()
     state_ours = np.abs(ours.states - tight.states).max()
@@ -202,8 +205,7 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
             ms(scipy_wall), "", f"{scipy_wall / wall:.1f}x our time",
             f"{theirs.nfev} rhs evaluations; max |difference| of the state from ours "
             f"{np.abs(theirs.states - ours.states).max():.1g}"),
-        row("theory", f"{name}: nn2pp (C++, Euler dt = 0.01), quoted in issue 6, not run here",
-            f"{nn2pp:g} s", ">= 10x slower than ours", f"{nn2pp / wall:.0f}x our time"),
+        *nn2pp_rows(name, config, wall, cpu),
         row("theory", f"{name}: Euler dt = 0.01 on our right-hand side (`benchmarks/euler.py`)",
             ms(euler_seconds), "", f"{euler_seconds / wall:.0f}x our time",
             f"{int(round(alpha_max / EULER_DT))} rhs evaluations"),
@@ -213,6 +215,51 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
             f"max abs error of the state (Q, R, w): ours {state_ours:.2g}, Euler "
             f"{state_euler:.2g}; the reference (rtol 1e-12, {tight.nfev} rhs evaluations) "
             f"differs from rtol 1e-11 by {reference:.1g}; {len(times)} records"),
+    ]
+
+
+def nn2pp_rows(name: str, config: Config, wall: float, cpu: float) -> list[dict[str, str]]:
+    """nn2pp's ODE integrator (``benchmarks.nn2pp``) on ``config``: its time (median of
+    NN2PP_REPEATS runs) against ours (``wall``, ``cpu``), and the max abs error of its error curve
+    and of ours, both at its records, against a solve at rtol 1e-12 at those records."""
+    timing = f"{name}: nn2pp (C++, Euler dt = {nn2pp.DT:g}), the binary NN2PP"
+    accuracy = (f"{name}: max abs error of the error curve vs rtol 1e-12 at nn2pp's "
+                f"{nn2pp.RECORDS} records")
+    binary = os.environ.get("NN2PP")
+    if not binary:
+        return [row("theory", timing, NOT_RUN, ">= 10x slower than ours"),
+                row("theory", accuracy, NOT_RUN, "ours <= nn2pp")]
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise SystemExit(f"NN2PP={binary!r} is not an executable file (the nn2pp ode binary)")
+    runs = [nn2pp.run(binary, config) for _ in range(NN2PP_REPEATS)]
+    peer = runs[-1]
+    seconds = statistics.median(r.seconds for r in runs)
+    peer_cpu = statistics.median(r.cpu for r in runs)
+    system = build_system(config)
+    tight = solve(system, peer.alpha, method="DOP853", rtol=1e-12, atol=1e-14)
+    ours = solve(system, peer.alpha)
+    for traj in (tight, ours):
+        if traj.status != 0:
+            raise RuntimeError(traj.message)
+    same_scheme = np.array([system.observables(y)["error"]
+                            for y in euler(system, peer.alpha, nn2pp.DT)])
+    err_peer = np.abs(peer.eg - tight.error).max()
+    err_ours = np.abs(ours.error - tight.error).max()
+    printed = np.abs(peer.eg - same_scheme)
+    steps = round(peer.alpha[-1] / nn2pp.DT)
+    return [
+        row("theory", timing, f"{seconds:.3g} s", ">= 10x slower than ours",
+            f"{seconds / wall:.0f}x our time",
+            f"CPU {peer_cpu:.3g} s ({peer_cpu / cpu:.0f}x ours); median of "
+            f"{NN2PP_REPEATS} runs (process start included); {steps} Euler steps to alpha = "
+            f"{peer.alpha[-1]:g} (its last record)"),
+        row("theory", accuracy, f"nn2pp {err_peer:.2g}, ours {err_ours:.2g}", "ours <= nn2pp",
+            f"nn2pp / ours = {err_peer / err_ours:.0f}",
+            f"ours: our solve (same settings) recording at those times; nn2pp's error differs "
+            f"from Euler "
+            f"dt = {nn2pp.DT:g} on our right-hand side at the same records by at most "
+            f"{printed.max():.1g} (relative {(printed / np.abs(same_scheme)).max():.1g}; it "
+            f"prints {nn2pp.DIGITS} significant digits): the same equations and conventions"),
     ]
 
 
@@ -443,12 +490,25 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   over 7 calls after one untimed warm-up call (numba's cache loaded,
   scipy imported), wall time (`time.perf_counter`) with the CPU time (`time.process_time`) in the
   detail. anil: second order, population support, task_std = 0.5, inner_lr = 0.5.
-- **nn2pp**: the public C++ integrator of Goldt et al. (explicit Euler at dt = 0.01) cannot be run
-  here; its times are those quoted in issue 6 for this kind of machine. **Euler dt = 0.01** is the
-  same scheme on our right-hand side (`benchmarks/euler.py`), timed once. **Accuracy**: the largest
-  absolute deviation over the 201 records of the error curve (and, in the detail, of every entry
-  of the state) from a scipy DOP853 solve at rtol = 1e-12, atol = 1e-14 of the same system; the
-  detail says how far rtol 1e-11 is from that reference (its own accuracy).
+- **nn2pp**: the ODE integrator of Goldt et al. 2019 (`scmpp_ode.cpp` of the public sgoldt/nn2pp
+  repository: C++ with Armadillo, explicit Euler at dt = 0.01), built outside this repository and
+  run when the environment variable NN2PP names its binary (otherwise its rows say "not run").
+  `benchmarks/nn2pp.py` maps the config to its options (`--g 1 -K -M --lr --sigma --steps --dt`, and
+  `--both --lr2 lr_head` when the head learns) and hands it our initial overlaps and teacher (Q0,
+  R0, T, u0, w0) through its `--prefix` files. Its conventions are ours (read from its source): g(x)
+  = erf(x/sqrt 2), eg = E(yhat - y)^2 / 2 without the noise floor, time = updates / N = alpha, first
+  layer lr / sqrt N, head lr2 / N, one example per step, output noise sigma. It writes 300 records
+  (alpha = 0, then one after each block of Euler steps that covers the next interval of a log grid
+  from 0.1 to alpha_max, rounded up to whole steps, so the records drift ahead of the grid and the
+  last lies at most 300 dt past alpha_max), 6 significant digits. Wall time of the process (start-up
+  included; median of 3 runs, in the same run as ours) with its CPU time (`RUSAGE_CHILDREN`),
+  OMP_NUM_THREADS = 1. **Euler dt = 0.01** is the same scheme on our right-hand side
+  (`benchmarks/euler.py`), timed once; nn2pp's error curve agrees with it to its printed digits,
+  which checks the mapping. **Accuracy**: the largest absolute deviation over the 201 records of the
+  error curve (and, in the detail, of every entry of the state) from a scipy DOP853 solve at rtol =
+  1e-12, atol = 1e-14 of the same system; the detail says how far rtol 1e-11 is from that reference
+  (its own accuracy). For nn2pp the same over its 300 records, where ours is our solve (rtol 1e-6)
+  evaluated there and the reference is solved there.
 - **simulation**: each case in a fresh process (`benchmarks/child.py`): `make_run(config,
   N).advance` for 10^8 / N outer steps (10^5 at N = 10^3 down to 100 at N = 10^6), median of 3 after
   a warm-up of 1 % of the steps; the records (overlaps, observables) are not included. The draw is
