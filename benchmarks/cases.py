@@ -28,3 +28,25 @@ def theory_config(K: int, M: int, alpha_max: float, algorithm: str = "sgd",
 def simulation_config(algorithm: str, alpha_max: float, K: int = 2, M: int = 2) -> Config:
     """sgd or anil (population support) with lr = lr_head = 0.5 and two records."""
     return theory_config(K, M, alpha_max, algorithm).replace("output.points", 2)
+
+
+#: The cases of issue 13 ("theory at compiled speed"): (name, K, M, alpha_max, algorithm, seconds
+#: before, seconds targeted) of one solve at the default solver tolerances (rtol 1e-8,
+#: atol 1e-10); "before" is the figure the issue quotes.
+LARGE_CASES = (
+    ("sgd", 32, 16, 100.0, "sgd", 47.0, 10.0),
+    ("anil (population, second order)", 32, 2, 100.0, "anil", 9.6, 2.0),
+    ("sgd", 64, 2, 100.0, "sgd", 281.0, 60.0),
+)
+#: The grid of the sweep benchmark of issue 13 (sgd, K = M = 2 to alpha = 1000): training.lr and
+#: training.lr_head, GRID_SIDE values each.
+GRID_LR = "0.2:1.0"
+GRID_SIDE = 100
+
+
+def exact_config(K: int, M: int, alpha_max: float, algorithm: str = "sgd") -> Config:
+    """``theory_config`` at the default solver tolerances (rtol 1e-8, atol 1e-10), the setting
+    of the exact systems' targets of issue 13."""
+    config = theory_config(K, M, alpha_max, algorithm)
+    defaults = Config.default().solver
+    return config.replace({"solver.rtol": defaults.rtol, "solver.atol": defaults.atol})

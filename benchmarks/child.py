@@ -5,6 +5,7 @@
     python -m benchmarks.child import MODULE[,MODULE...]
     python -m benchmarks.child spin ITERATIONS
     python -m benchmarks.child sweep WORKERS POINTS
+    python -m benchmarks.child grid-sweep WORKERS SIDE
 
 Each prints one JSON object on its last line of output.
 
@@ -29,6 +30,9 @@ run alone and as two processes at once, it says how much of a second core the ma
 sweep: the wall time of ``solvers.sweep.sweep`` over POINTS values of training.lr (sgd, K = M = 2
 to alpha = 1000, ``benchmarks.cases``) with WORKERS processes, as the first sweep of a fresh
 process (what ``metaode sweep`` does): its start-up (numba's cache, the fork server) is included.
+
+grid-sweep: the same for the SIDE x SIDE grid of training.lr x training.lr_head (GRID_LR each) of
+sgd, K = M = 2 to alpha = 1000 at the default solver tolerances (``benchmarks.cases``, issue 13).
 """
 
 from __future__ import annotations
@@ -130,6 +134,22 @@ def sweep(workers: int, points: int) -> dict[str, float]:
     return {"seconds": result.seconds, "unsuccessful": points - result.count("success")}
 
 
+def grid_sweep(workers: int, side: int) -> dict[str, float]:
+    import multiprocessing.forkserver
+    import tempfile
+
+    from benchmarks.cases import GRID_LR, exact_config
+    from metaode.solvers.sweep import parse_axis
+    from metaode.solvers.sweep import sweep as run_sweep
+
+    axes = [parse_axis(f"training.{key}={GRID_LR}:{side}") for key in ("lr", "lr_head")]
+    with tempfile.TemporaryDirectory() as out:
+        result = run_sweep(exact_config(2, 2, 1000.0), axes, out, workers=workers)
+    multiprocessing.forkserver._forkserver._stop()  # as in ``sweep``
+    return {"seconds": result.seconds, "unsuccessful": side * side - result.count("success"),
+            "nfev": float(sum(r["nfev"] for r in result.rows))}
+
+
 def main(argv: list[str]) -> None:
     kind, args = argv[0], argv[1:]
     if kind == "simulation":
@@ -140,6 +160,8 @@ def main(argv: list[str]) -> None:
         result = spin(int(args[0]))
     elif kind == "sweep":
         result = sweep(int(args[0]), int(args[1]))
+    elif kind == "grid-sweep":
+        result = grid_sweep(int(args[0]), int(args[1]))
     elif kind == "import":
         result = import_time(args[0])
     else:

@@ -1,15 +1,20 @@
-"""Speed of the theory, the simulations, parallel seeds and sweeps, and the cold start; writes
-benchmarks/RESULTS.md.
+"""Speed of the theory, the simulations, parallel seeds, sweeps, the cold start and the compiled
+exact systems (issue 13); writes benchmarks/RESULTS.md.
 
-Run from the repository root: ``python -m benchmarks.run`` (about 3 minutes on 2 cores, a third of
-it the cold start, which compiles the numba code twice from an empty cache). Every figure is
-measured in this one run, so ratios compare like with like on the same machine load; the table
-gives the machine, its load average and the cores other jobs used meanwhile. "How it was measured"
-in RESULTS.md (``HOW`` below) describes every row.
+Run from the repository root: ``python -m benchmarks.run`` (about 6 minutes on 2 cores, a third of
+it the cold start, which compiles the numba code twice from an empty cache, and the 100 x 100 sweep
+of the compiled section). Every figure is measured in this one run, so ratios compare like with
+like on the same machine load; the table gives the machine, its load average and the cores other
+jobs used meanwhile. "How it was measured" in RESULTS.md (``HOW`` below) describes every row.
+
+``python -m benchmarks.run --only SECTION[,SECTION...]`` runs the named sections (theory, fewshot,
+simulation, core, parallel, cold_start, sweep, compiled) and prints their rows without writing
+RESULTS.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,11 +30,21 @@ import numba
 import numpy as np
 import scipy
 
-from benchmarks.cases import SWEEP_LR, simulation_config, theory_config
+from benchmarks import nn2pp
+from benchmarks.cases import (
+    GRID_LR,
+    GRID_SIDE,
+    LARGE_CASES,
+    SWEEP_LR,
+    exact_config,
+    simulation_config,
+    theory_config,
+)
 from benchmarks.euler import euler
-from metaode.config import load_config
+from metaode.config import Config, load_config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
+from metaode.solvers.sweep import Axis, parse_axis, sweep
 from metaode.theory.system import build_system
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +53,12 @@ REPEATS = 7  # timed calls per theory curve (median)
 SIM_WIDTHS = (10**3, 10**4, 10**5, 10**6)
 SIM_WORK = 10**8  # steps x N per simulation timing: 10^5 steps at N = 10^3 ... 100 at N = 10^6
 SIM_REPEATS = 3
-#: nn2pp (Goldt et al. 2019, C++, Euler at dt = 0.01): seconds per curve quoted in issue 6 for
-#: "this kind of machine"; it cannot be run here, so these are the reference, not a measurement.
-NN2PP_SECONDS = {(2, 2, 1000.0): 0.5, (8, 4, 100.0): 2.9}
-EULER_DT = 0.01
+#: the sgd curves (K, M, alpha_max) timed against scipy, Euler and nn2pp
+SGD_CURVES = ((2, 2, 1000.0), (8, 4, 100.0))
+EULER_DT = nn2pp.DT  # nn2pp's scheme on our right-hand side (``benchmarks.euler``)
+#: timed runs of the nn2pp binary named by the environment variable NN2PP, per curve (median)
+NN2PP_REPEATS = 3
+NOT_RUN = "not run (set NN2PP to the nn2pp ode binary)"
 PARALLEL_ALPHA = 10.0  # 2 seeds x 10^5 steps at N = 10^4 (sgd)
 ROUNDS = 3  # of the alternating 1- and 2-process measurements (parallel seeds, sweeps)
 SPIN = 3 * 10**7  # iterations of the pure-Python loop of ``core_rows`` (~1.5 s)
@@ -49,6 +66,7 @@ IMPORT_RUNS = 7
 PACKAGES = "theory,solvers,simulations,validation"
 EVERYTHING = "theory.system,solvers.integrate,simulations.run,metaode.cli.program"
 SWEEP_POINTS = 400  # sgd K = M = 2 to alpha = 1000 at lr = SWEEP_LR
+POINT_SWEEP = 40  # points of each 1-process sweep of the per-point rows (issue 13)
 
 
 def machine() -> dict[str, str]:
@@ -138,7 +156,7 @@ def ms(seconds: float) -> str:
 # -- theory --------------------------------------------------------------------------------------
 def theory_rows() -> list[dict[str, str]]:
     rows = []
-    for K, M, alpha_max in NN2PP_SECONDS:
+    for K, M, alpha_max in SGD_CURVES:
         rows += sgd_curve(K, M, alpha_max)
     for steps in (1, 5):
         config = theory_config(2, 2, 100.0, "anil", steps)
@@ -155,7 +173,8 @@ def theory_rows() -> list[dict[str, str]]:
 
 
 def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
-    """Time of our solve, of Euler at dt = 0.01, and the accuracy of both against rtol 1e-12."""
+    """Time of our solve, of scipy's DOP853, of Euler at dt = 0.01 on our right-hand side and of
+    nn2pp (when NN2PP names its binary), and their accuracy against rtol 1e-12."""
     config = theory_config(K, M, alpha_max)
     system = build_system(config)
     times = config.times()
@@ -171,7 +190,6 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
         if traj.status != 0:
             raise RuntimeError(traj.message)
     name = f"sgd, K = {K}, M = {M}, alpha = 0..{alpha_max:g}"
-    nn2pp = NN2PP_SECONDS[(K, M, alpha_max)]
     err_ours = np.abs(ours.error - tight.error).max()
     err_euler = np.abs(euler_error - tight.error).max()
     state_ours = np.abs(ours.states - tight.states).max()
@@ -187,8 +205,7 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
             ms(scipy_wall), "", f"{scipy_wall / wall:.1f}x our time",
             f"{theirs.nfev} rhs evaluations; max |difference| of the state from ours "
             f"{np.abs(theirs.states - ours.states).max():.1g}"),
-        row("theory", f"{name}: nn2pp (C++, Euler dt = 0.01), quoted in issue 6, not run here",
-            f"{nn2pp:g} s", ">= 10x slower than ours", f"{nn2pp / wall:.0f}x our time"),
+        *nn2pp_rows(name, config, wall, cpu),
         row("theory", f"{name}: Euler dt = 0.01 on our right-hand side (`benchmarks/euler.py`)",
             ms(euler_seconds), "", f"{euler_seconds / wall:.0f}x our time",
             f"{int(round(alpha_max / EULER_DT))} rhs evaluations"),
@@ -198,6 +215,51 @@ def sgd_curve(K: int, M: int, alpha_max: float) -> list[dict[str, str]]:
             f"max abs error of the state (Q, R, w): ours {state_ours:.2g}, Euler "
             f"{state_euler:.2g}; the reference (rtol 1e-12, {tight.nfev} rhs evaluations) "
             f"differs from rtol 1e-11 by {reference:.1g}; {len(times)} records"),
+    ]
+
+
+def nn2pp_rows(name: str, config: Config, wall: float, cpu: float) -> list[dict[str, str]]:
+    """nn2pp's ODE integrator (``benchmarks.nn2pp``) on ``config``: its time (median of
+    NN2PP_REPEATS runs) against ours (``wall``, ``cpu``), and the max abs error of its error curve
+    and of ours, both at its records, against a solve at rtol 1e-12 at those records."""
+    timing = f"{name}: nn2pp (C++, Euler dt = {nn2pp.DT:g}), the binary NN2PP"
+    accuracy = (f"{name}: max abs error of the error curve vs rtol 1e-12 at nn2pp's "
+                f"{nn2pp.RECORDS} records")
+    binary = os.environ.get("NN2PP")
+    if not binary:
+        return [row("theory", timing, NOT_RUN, ">= 10x slower than ours"),
+                row("theory", accuracy, NOT_RUN, "ours <= nn2pp")]
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise SystemExit(f"NN2PP={binary!r} is not an executable file (the nn2pp ode binary)")
+    runs = [nn2pp.run(binary, config) for _ in range(NN2PP_REPEATS)]
+    peer = runs[-1]
+    seconds = statistics.median(r.seconds for r in runs)
+    peer_cpu = statistics.median(r.cpu for r in runs)
+    system = build_system(config)
+    tight = solve(system, peer.alpha, method="DOP853", rtol=1e-12, atol=1e-14)
+    ours = solve(system, peer.alpha)
+    for traj in (tight, ours):
+        if traj.status != 0:
+            raise RuntimeError(traj.message)
+    same_scheme = np.array([system.observables(y)["error"]
+                            for y in euler(system, peer.alpha, nn2pp.DT)])
+    err_peer = np.abs(peer.eg - tight.error).max()
+    err_ours = np.abs(ours.error - tight.error).max()
+    printed = np.abs(peer.eg - same_scheme)
+    steps = round(peer.alpha[-1] / nn2pp.DT)
+    return [
+        row("theory", timing, f"{seconds:.3g} s", ">= 10x slower than ours",
+            f"{seconds / wall:.0f}x our time",
+            f"CPU {peer_cpu:.3g} s ({peer_cpu / cpu:.0f}x ours); median of "
+            f"{NN2PP_REPEATS} runs (process start included); {steps} Euler steps to alpha = "
+            f"{peer.alpha[-1]:g} (its last record)"),
+        row("theory", accuracy, f"nn2pp {err_peer:.2g}, ours {err_ours:.2g}", "ours <= nn2pp",
+            f"nn2pp / ours = {err_peer / err_ours:.0f}",
+            f"ours: our solve (same settings) recording at those times; nn2pp's error differs "
+            f"from Euler "
+            f"dt = {nn2pp.DT:g} on our right-hand side at the same records by at most "
+            f"{printed.max():.1g} (relative {(printed / np.abs(same_scheme)).max():.1g}; it "
+            f"prints {nn2pp.DIGITS} significant digits): the same equations and conventions"),
     ]
 
 
@@ -326,8 +388,6 @@ def sweep_rows() -> list[dict[str, str]]:
     """Points per second of ``solvers.sweep.sweep`` with 1 and 2 processes, alternately in ROUNDS
     rounds: as the first sweep of a fresh process (``benchmarks.child sweep``, what ``metaode
     sweep`` does) and as a later sweep in this process (a notebook's next sweep)."""
-    from metaode.solvers.sweep import parse_axis, sweep
-
     config = theory_config(2, 2, 1000.0)
     unsuccessful = set()
 
@@ -361,6 +421,70 @@ def sweep_rows() -> list[dict[str, str]]:
     return rows
 
 
+# -- compiled exact systems (issue 13) ------------------------------------------------------------
+def compiled_rows() -> list[dict[str, str]]:
+    """The targets of issue 13 for the exact systems at the default solver tolerances: the time
+    per point of a 1-process sweep (sgd and population anil, K = M = 2), a 100 x 100 sweep with 2
+    processes as the first sweep of a fresh process, and one solve of each large network."""
+    rows = []
+    for label, config, before, target in (
+            ("sgd, K = M = 2, alpha = 0..1000, 201 records", exact_config(2, 2, 1000.0), "66-72 ms",
+             0.010),
+            ("anil (population, second order), K = M = 2, alpha = 0..100, 201 records",
+             exact_config(2, 2, 100.0, "anil"), "20 ms", 0.005)):
+        axis = parse_axis(f"training.lr={SWEEP_LR}:{POINT_SWEEP}")
+        per_point(config, axis)  # numba's cache loaded
+        rounds = [per_point(config, axis) for _ in range(ROUNDS)]
+        wall = statistics.median(r[0] for r in rounds)
+        rows.append(row("compiled", f"{label}: per point of a 1-process sweep (`metaode sweep "
+                        "--workers 1`)", ms(wall), f"<= {ms(target)} (before: {before})",
+                        f"{wall / target:.2f} of target",
+                        f"CPU {ms(statistics.median(r[1] for r in rounds))} per point; medians of "
+                        f"{ROUNDS} sweeps of {POINT_SWEEP} points (training.lr = "
+                        f"{SWEEP_LR.replace(':', '..')}), start-up, journal and CSV included; "
+                        f"{statistics.median(r[2] for r in rounds):.0f} rhs evaluations per point"))
+    grid = child("grid-sweep", "2", str(GRID_SIDE))
+    lr = GRID_LR.replace(":", "..")
+    rows.append(row("compiled", f"{GRID_SIDE} x {GRID_SIDE} sweep (training.lr = {lr} x "
+                    f"training.lr_head = {lr}) of sgd, K = M = 2 to alpha = 1000, 2 processes, "
+                    "first sweep of a fresh process (as `metaode sweep --workers 2`)",
+                    f"{grid['seconds']:.1f} s", "<= 90 s (before: ~6 min)",
+                    f"{grid['seconds'] / 90:.2f} of target",
+                    f"{1e3 * grid['seconds'] / GRID_SIDE**2:.2f} ms per point; "
+                    f"{grid['nfev'] / GRID_SIDE**2:.0f} rhs evaluations per point; points not "
+                    f"successful: {int(grid['unsuccessful'])}"))
+    for name, K, M, alpha_max, algorithm, before, target in LARGE_CASES:
+        config = exact_config(K, M, alpha_max, algorithm)
+        solve(build_system(config.replace("training.alpha_max", 0.01)))  # compiled code loaded
+        system = build_system(config)
+        start, cpu = time.perf_counter(), time.process_time()
+        traj = solve(system)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if traj.status != 0:
+            raise RuntimeError(traj.message)
+        rows.append(row("compiled", f"{name}, K = {K}, M = {M}, alpha = 0..{alpha_max:g}",
+                        f"{wall:.2f} s", f"<= {target:g} s (before: {before:g} s)",
+                        f"{wall / target:.2f} of target",
+                        f"CPU {cpu:.2f} s on {numba.get_num_threads()} numba threads; "
+                        f"{traj.nfev} rhs evaluations, {1e3 * wall / traj.nfev:.1f} ms each; "
+                        f"final error {traj.error[-1]:.3g}"))
+    return rows
+
+
+def per_point(config: Config, axis: Axis) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, rhs evaluations) per point of a 1-process sweep over ``axis``,
+    every point of which must succeed."""
+    points = len(axis.values)
+    with tempfile.TemporaryDirectory() as out:
+        cpu = time.process_time()
+        result = sweep(config, [axis], out, workers=1)
+        cpu = time.process_time() - cpu
+    if result.count("success") != points:
+        raise RuntimeError(f"a point of the sweep over {axis.key} did not succeed")
+    return (result.seconds / points, cpu / points,
+            sum(r["nfev"] for r in result.rows) / points)
+
+
 # -- report --------------------------------------------------------------------------------------
 HOW = """\
 All rows come from one run of `python -m benchmarks.run`; "ratio" compares figures of that run.
@@ -377,12 +501,25 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   stream solves of every budget it tries and the final solve are all in the time, after an
   untimed short solve of the same config (alpha = 0..1, 64 support sets, mc_rtol = 0) that loads
   numba's cache; numba's default threads.
-- **nn2pp**: the public C++ integrator of Goldt et al. (explicit Euler at dt = 0.01) cannot be run
-  here; its times are those quoted in issue 6 for this kind of machine. **Euler dt = 0.01** is the
-  same scheme on our right-hand side (`benchmarks/euler.py`), timed once. **Accuracy**: the largest
-  absolute deviation over the 201 records of the error curve (and, in the detail, of every entry
-  of the state) from a scipy DOP853 solve at rtol = 1e-12, atol = 1e-14 of the same system; the
-  detail says how far rtol 1e-11 is from that reference (its own accuracy).
+- **nn2pp**: the ODE integrator of Goldt et al. 2019 (`scmpp_ode.cpp` of the public sgoldt/nn2pp
+  repository: C++ with Armadillo, explicit Euler at dt = 0.01), built outside this repository and
+  run when the environment variable NN2PP names its binary (otherwise its rows say "not run").
+  `benchmarks/nn2pp.py` maps the config to its options (`--g 1 -K -M --lr --sigma --steps --dt`, and
+  `--both --lr2 lr_head` when the head learns) and hands it our initial overlaps and teacher (Q0,
+  R0, T, u0, w0) through its `--prefix` files. Its conventions are ours (read from its source): g(x)
+  = erf(x/sqrt 2), eg = E(yhat - y)^2 / 2 without the noise floor, time = updates / N = alpha, first
+  layer lr / sqrt N, head lr2 / N, one example per step, output noise sigma. It writes 300 records
+  (alpha = 0, then one after each block of Euler steps that covers the next interval of a log grid
+  from 0.1 to alpha_max, rounded up to whole steps, so the records drift ahead of the grid and the
+  last lies at most 300 dt past alpha_max), 6 significant digits. Wall time of the process (start-up
+  included; median of 3 runs, in the same run as ours) with its CPU time (`RUSAGE_CHILDREN`),
+  OMP_NUM_THREADS = 1. **Euler dt = 0.01** is the same scheme on our right-hand side
+  (`benchmarks/euler.py`), timed once; nn2pp's error curve agrees with it to its printed digits,
+  which checks the mapping. **Accuracy**: the largest absolute deviation over the 201 records of the
+  error curve (and, in the detail, of every entry of the state) from a scipy DOP853 solve at rtol =
+  1e-12, atol = 1e-14 of the same system; the detail says how far rtol 1e-11 is from that reference
+  (its own accuracy). For nn2pp the same over its 300 records, where ours is our solve (rtol 1e-6)
+  evaluated there and the reference is solved there.
 - **simulation**: each case in a fresh process (`benchmarks/child.py`): `make_run(config,
   N).advance` for 10^8 / N outer steps (10^5 at N = 10^3 down to 100 at N = 10^6), median of 3 after
   a warm-up of 1 % of the steps; the records (overlaps, observables) are not included. The draw is
@@ -414,49 +551,65 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   numba's cache (~0.3 s), while this process computes; the interpreter's own start-up and imports
   are not included. "A later sweep": in the benchmark's process, whose fork server is running (one
   untimed 2-process sweep before the rounds), so only the worker's start-up is included.
+- **compiled** (the targets of issue 13, whose "before" figures are quoted there): the configs of
+  `benchmarks.cases.exact_config`, those of the theory rows at the default solver tolerances (rtol
+  1e-8, atol 1e-10). Per point: `solvers.sweep.sweep` with 1 process over 40 values of training.lr
+  (one untimed sweep first), wall time of the sweep call / points, median of 3 sweeps, with the
+  CPU time (`time.process_time`). The 100 x 100 sweep: `benchmarks/child.py grid-sweep` in a fresh
+  process, 2 processes (start-up included). Large networks: one solve each after an untimed solve
+  to alpha = 0.01 (numba's cache loaded), wall and CPU time (the CPU time of all numba threads).
 """
 
 
-def markdown(info: dict[str, str], rows: list[dict[str, str]], notes: list[str]) -> str:
+def markdown(info: dict[str, str], rows: list[dict[str, str]]) -> str:
     lines = ["# Benchmarks", "", "Written by `python -m benchmarks.run`.", "", "## Machine", ""]
     lines += [f"- {key}: {value}" for key, value in info.items()]
     lines += ["", "## Results", "", "| | benchmark | measured | target / reference | ratio | "
               "detail |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['group']} | {r['name']} | {r['value']} | {r['target']} | {r['ratio']} | "
               f"{r['detail']} |" for r in rows]
-    if notes:
-        lines += ["", *notes]
     lines += ["", "## How it was measured", "", HOW]
     return "\n".join(lines)
 
 
+SECTIONS = {"theory": theory_rows, "fewshot": fewshot_rows, "simulation": simulation_rows,
+            "core": core_rows, "parallel": parallel_rows, "cold_start": cold_start_rows,
+            "sweep": sweep_rows, "compiled": compiled_rows}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--only", metavar="SECTION[,SECTION...]",
+                        help=f"run these sections ({', '.join(SECTIONS)}) and print their rows "
+                        "without writing RESULTS.md")
+    args = parser.parse_args()
+    only = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = [name for name in only if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r} (sections: {', '.join(SECTIONS)})")
     info = machine()
     info["load average (1, 5, 15 min) at the start"] = load()
     for key, value in info.items():
         print(f"{key}: {value}")
     rows: list[dict[str, str]] = []
-    notes: list[str] = []
-    sections = [theory_rows, fewshot_rows, simulation_rows, core_rows, parallel_rows,
-                cold_start_rows]
-    if (ROOT / "solvers" / "sweep.py").is_file():
-        sections.append(sweep_rows)
-    else:
-        notes.append("Sweeps: pending (solvers/sweep.py does not exist yet).")
     others = []
-    for section in sections:
+    for name in only:
         start, (machine_start, own_start) = time.perf_counter(), busy_seconds()
-        new = section()
+        new = SECTIONS[name]()
         machine_end, own_end = busy_seconds()
         elapsed = time.perf_counter() - start
         cores = (machine_end - machine_start - (own_end - own_start)) / elapsed
-        others.append(f"{section.__name__.removesuffix('_rows')} {max(cores, 0.0):.2f}")
+        others.append(f"{name} {max(cores, 0.0):.2f}")
         for r in new:
             print(" | ".join(v for v in r.values() if v))
         rows += new
     info["load average (1, 5, 15 min) at the end"] = load()
     info["cores used by other jobs during each section (from /proc/stat)"] = ", ".join(others)
-    RESULTS.write_text(markdown(info, rows, notes))
+    if args.only:
+        print("; ".join(f"{key}: {value}" for key, value in list(info.items())[-2:]))
+        return
+    RESULTS.write_text(markdown(info, rows))
     print(f"wrote {RESULTS}")
 
 

@@ -31,7 +31,8 @@ class Algorithm:
 
     ``theory``: "module:callable" building the ODE system from a config, None when the algorithm
     has no theory (simulation only); ``simulation``: "module:callable" building a simulation run
-    from (config, N, rng); ``check``: the config constraints this algorithm adds.
+    from (config, N, rng); ``check``: the config constraints this algorithm adds;
+    ``simulation_check``: those that only its simulation needs (checked by ``simulate``).
     """
 
     name: str
@@ -39,6 +40,7 @@ class Algorithm:
     theory: str | None
     simulation: str
     check: Check = _no_check
+    simulation_check: Check = _no_check
 
     def theory_factory(self) -> Callable[..., Any] | None:
         return None if self.theory is None else _resolve(self.theory)
@@ -83,8 +85,9 @@ def _one_task(values: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None
 
 def _finite_support(values: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
     if values["training"]["support"] == "population":
-        return ("training.support", "maml needs a finite support set: an integer number P of "
-                                    "support examples, not 'population'")
+        return ("training.support", "the maml simulation needs a finite support set: an integer "
+                                    "number P of support examples, not 'population' (its theory "
+                                    "with the population support is anil's)")
     return None
 
 
@@ -92,5 +95,6 @@ register(Algorithm("sgd", "online SGD on one fixed task", "metaode.theory.sgd:SG
                    "metaode.simulations.run:SGDRun", _one_task))
 register(Algorithm("anil", "ANIL: the inner loop adapts the head (population or P examples)",
                    "metaode.theory.fewshot:anil_system", "metaode.simulations.run:anil_run"))
-register(Algorithm("maml", "MAML: the inner loop adapts both layers (simulation only)", None,
-                   "metaode.simulations.run:FewShotRun", _finite_support))
+register(Algorithm("maml", "MAML: the inner loop adapts both layers (population or P examples)",
+                   "metaode.theory.maml:maml_system", "metaode.simulations.run:FewShotRun",
+                   simulation_check=_finite_support))

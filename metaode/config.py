@@ -13,6 +13,7 @@ student (J, w) with K hidden units, order parameters Q = J J^T / N, R = J B^T / 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tomllib
 from collections.abc import Mapping
@@ -82,8 +83,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "(a registered name: erf)"),
     },
     "training": {
-        "algorithm": Key("algorithm", "sgd", "a registered algorithm: sgd | anil | maml (maml: "
-                         "simulation only)"),
+        "algorithm": Key("algorithm", "sgd", "a registered algorithm: sgd | anil | maml"),
         "order": Key(
             "str", "second", "first | second (MAML order of the outer gradient)", choices=ORDERS
         ),
@@ -141,8 +141,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "N": Key("int", 10000, "input dimension of the simulated networks", 2, 1e8),
         "seeds": Key("int", 3, "independent runs (seeds 0 .. seeds-1 offset by seed)", 1, 10000),
         "seed": Key("int", 0, "first seed", 0, 2**63 - 1),
-        "eval_tasks": Key("int", 256, "fresh tasks per Monte Carlo estimate of a finite-support "
-                          "error (>= 2: the estimate comes with its standard error)", 2, 10**7),
         "checkpoint_every": Key("float", 60.0, "seconds between checkpoints of a simulation in "
                                 "its output folder (for --resume); 0 = none", 0, 1e9),
     },
@@ -452,7 +450,24 @@ def draw_initial_overlaps(
     J_ki ~ N(0, scale^2), w_k ~ N(0, head_scale^2); B is a random M x N matrix whose overlap is
     exactly T. Hence Q0 = scale^2 I + O(N^-1/2) and R0 = O(scale N^-1/2): the small asymmetry
     from which a student escapes the symmetric plateau.
+
+    A pure function of its arguments, remembered for the last DRAWS_KEPT of them (copies are
+    returned): the points of a sweep, which share them, draw once (a draw at the default
+    init_N = 10^4 costs ~2 ms, more than a small ODE solve).
     """
+    T = np.ascontiguousarray(T, dtype=float)
+    drawn = _draw(K, M, T.shape, T.tobytes(), float(scale), float(head_scale), N, seed)
+    return tuple(a.copy() for a in drawn)
+
+
+#: How many argument sets ``draw_initial_overlaps`` remembers.
+DRAWS_KEPT = 16
+
+
+@functools.lru_cache(maxsize=DRAWS_KEPT)
+def _draw(K: int, M: int, shape: tuple[int, ...], T_bytes: bytes, scale: float,
+          head_scale: float, N: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    T = np.frombuffer(T_bytes, dtype=float).reshape(shape)
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((N, M))
     Qx, _ = np.linalg.qr(X)  # orthonormal columns

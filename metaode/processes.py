@@ -7,14 +7,16 @@ compiled kernels it calls from numba's disk cache (~0.3 s), where a "spawn" work
 ~0.5 s of imports. The server is started once per Python process, at the first pool, and serves
 every later pool of that process (a notebook's successive sweeps start their workers at once).
 Unlike "fork", the workers do not inherit the caller's threads or state: the server is a fresh
-interpreter that only ran the imports, which start no thread (numba starts its threads only when
-``parallel=True`` code first runs: the few-shot theory's ``support_statistics``).
+interpreter that only ran the imports, which start no thread (numba starts its threading layer
+when ``parallel=True`` code first runs: the I4 slices of a large network, ``theory.fields.
+diffusion``, and the few-shot theory's one pass over its support sets, ``theory.support_mc.
+support_statistics``; GNU OpenMP's threads, numba's default on Linux, do not survive a fork).
 
 The server, hence every worker, runs with one BLAS / OpenMP / numba thread (``ONE_THREAD``): the
-parallelism is over points or seeds, threaded OpenBLAS on the small matrices of the ODEs only
-costs (the few-shot ANIL theory ran ~2x slower with its default threads on two cores), and the
-few-shot theory's parallel sums would oversubscribe the cores (their result does not depend on
-the number of threads). Dask's nanny does the same for its workers.
+parallelism is over points or seeds, and threaded OpenBLAS on the small matrices of the ODEs only
+costs (the few-shot ANIL theory runs ~2x slower with its default threads on two cores). Dask's
+nanny does the same for its workers but for numba's threads, and the calling process computes
+points too: ``one_numba_thread`` limits those.
 
 As with "spawn", a script that starts workers must guard its top level with
 ``if __name__ == "__main__":`` (the workers import the caller's main module).
@@ -28,6 +30,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.context import BaseContext
+
+import numba
 
 #: Modules the server imports before it forks any worker (all that a worker runs).
 PRELOAD = ("metaode.solvers.sweep", "metaode.simulations.run")
@@ -49,6 +53,19 @@ def worker_context() -> BaseContext:
     with _environment(ONE_THREAD):  # the server inherits the environment it is started with
         multiprocessing.forkserver.ensure_running()
     return context
+
+
+@contextmanager
+def one_numba_thread() -> Iterator[None]:
+    """Run the block's ``parallel=True`` code on one thread of the calling thread (numba's
+    ``set_num_threads``, which is per thread), then restore the number it had: for this process's
+    share of the points of a pool, and for the tasks of a Dask worker."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 @contextmanager

@@ -36,17 +36,11 @@ same tasks and data - paired streams): M standard normals xi (drawn even if task
 each support input its N entries followed by its label noise zeta_p, then the same for each query
 input; zeta is drawn only if noise > 0 (as in ``simulations.sgd``).
 
-Meta-generalisation error (``adapted_error_mc``): the population error eps(w'; u) of the adapted
-network (docs/model.md §3, without the noise^2/2 floor) is exact given (J', w'); it is averaged
-by Monte Carlo over fresh tasks with fresh support sets. For maml,
-J' = J + sum_p a_p x_p^T / sqrt N with a_p = -(eta/P) sum_r c_p^(r), hence exactly
-(``adapted_overlaps``; Lambda, Nu the support fields)
-
-    Q' = Q + (Lambda^T A + A^T Lambda + A^T G_SS A) / N,     R' = R + A^T Nu / N,
-
-A the P x K matrix of rows a_p. The first-layer adaptation thus moves the overlaps only by O(1/N);
-maml differs from anil at O(1/P) through the support fields' shift of O(eta/P) per inner step,
-which changes w' from the second inner step on (docs/model.md §11).
+The first-layer step moves the adapted overlaps only by O(1/N) (J^(s) - J lies in the span of the
+P support inputs); maml differs from anil at O(1/P) through the support fields' shift of O(eta/P)
+per inner step, which changes w' from the second inner step on (docs/model.md §11). The
+observables of a run are the theory's, evaluated on the networks' exact overlaps
+(``simulations.run``).
 """
 
 from __future__ import annotations
@@ -63,10 +57,8 @@ from metaode.simulations.kernels import (
     g,
     g_prime,
     g_second,
-    overlaps,
     teacher_label,
 )
-from metaode.theory.fields import error_blocks
 
 
 @njit(cache=True)
@@ -144,15 +136,10 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
                    second_order: bool) -> tuple[float, np.ndarray, np.ndarray]:
     """(L_q, lambdabar, wbar) of one task: the query loss and its gradients (module docstring).
 
-    second_order: lambdabar_i = dL_q/dlambda_i^(0) (n x K) and wbar = dL_q/dw^(0) by reverse
-    accumulation through the inner loop. With cbar_pk = -(eta/P) sum_i G_pi lambdabar_ik^(r+1) and
-    Deltabar_p = -(eta/P) wbar^(r+1) . g(lambda_p) + sum_k cbar_pk w_k g'(lambda_pk), one step
-    back is
-        wbar^(r)   = wbar^(r+1) + sum_p [Deltabar_p g(lambda_p) + cbar_p * Delta_p g'(lambda_p)],
-        lambdabar_pk^(r) = lambdabar_pk^(r+1) + g'(lambda_pk) [-(eta/P) Delta_p wbar_k^(r+1)
-                           + Deltabar_p w_k] + cbar_pk Delta_p w_k g''(lambda_pk),
-    all at step r, and lambdabar of the query inputs unchanged (cbar = 0 for anil).
-    first order: lambdabar_q = dL_q/dlambda'_q (support rows zero), wbar = dL_q/dw'.
+    At the adapted parameters, lambdabar_q = dL_q/dlambda'_q and wbar = dL_q/dw' over the query
+    inputs q >= P. first order: returned as they are (support rows of lambdabar zero). second
+    order: carried back through the inner loop to lambdabar_i = dL_q/dlambda_i^(0) and
+    wbar = dL_q/dw^(0) (``inner_loop_reverse``).
     """
     lams, ws, _ = inner_loop_fields(acts, lam0, y, G, w, inner_lr, steps, P, adapt_J)
     n, K = lam0.shape
@@ -169,6 +156,25 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
             lb[q, k] = delta * wr[k] * g_prime(acts.student, lam[q, k]) / nq
     if not second_order:
         return loss, lb, wb
+    return loss, lb, inner_loop_reverse(acts, lams, ws, y, G, inner_lr, P, adapt_J, lb, wb)
+
+
+@njit(cache=True)
+def inner_loop_reverse(acts, lams: np.ndarray, ws: np.ndarray, y: np.ndarray, G: np.ndarray,
+                       inner_lr: float, P: int, adapt_J: bool, lb: np.ndarray,
+                       wb: np.ndarray) -> np.ndarray:
+    """Reverse pass of ``inner_loop_fields`` (its lams, ws): the cotangents lb (n x K, on the
+    fields lambda^(s), updated in place to those on lambda^(0)) and wb (on w^(s); the cotangent on
+    w^(0) is returned). With cbar_pk = -(eta/P) sum_i G_pi lambdabar_ik^(r+1) and
+    Deltabar_p = -(eta/P) wbar^(r+1) . g(lambda_p) + sum_k cbar_pk w_k g'(lambda_pk), one step
+    back is
+        wbar^(r)   = wbar^(r+1) + sum_p [Deltabar_p g(lambda_p) + cbar_p * Delta_p g'(lambda_p)],
+        lambdabar_pk^(r) = lambdabar_pk^(r+1) + g'(lambda_pk) [-(eta/P) Delta_p wbar_k^(r+1)
+                           + Deltabar_p w_k] + cbar_pk Delta_p w_k g''(lambda_pk),
+    all at step r, and lambdabar of the inputs i >= P unchanged (cbar = 0 for anil).
+    """
+    steps = ws.shape[0] - 1
+    n, K = lb.shape
     step = inner_lr / P
     cbar = np.zeros((P, K))
     a = np.empty(K)
@@ -196,7 +202,7 @@ def task_gradients(acts, lam0: np.ndarray, y: np.ndarray, G: np.ndarray, w: np.n
                 lb[p, k] += (d[k] * (-step * delta * wb[k] + dbar * wr[k])
                              + cbar[p, k] * delta * wr[k] * g_second(acts.student, lam[p, k]))
         wb = wb_prev
-    return loss, lb, wb
+    return wb
 
 
 @njit(cache=True)
@@ -244,59 +250,3 @@ def fewshot_steps(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndar
             for j in range(N):
                 row[j] -= scale_J * grad[j]
             w[k] -= scale_w * grad_w[k]
-
-
-@njit(cache=True)
-def adapted_overlaps(Q: np.ndarray, R: np.ndarray, lam_S: np.ndarray, nu_S: np.ndarray,
-                     G_SS: np.ndarray, shift: np.ndarray,
-                     N: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q', R') of J' = J + sum_p shift_p x_p^T / sqrt N over the P support inputs:
-    Q' = Q + (Lambda^T A + A^T Lambda + A^T G_SS A) / N, R' = R + A^T Nu / N, with A = shift,
-    Lambda = lam_S = J x_p / sqrt N, Nu = nu_S = B x_p / sqrt N, G_SS = x_p . x_p' / N.
-    """
-    cross = lam_S.T @ shift
-    Qa = Q + (cross + cross.T + shift.T @ G_SS @ shift) / N
-    Ra = R + shift.T @ nu_S / N
-    return 0.5 * (Qa + Qa.T), Ra
-
-
-@njit(cache=True)
-def adapted_error_mc(acts, J: np.ndarray, B: np.ndarray, w: np.ndarray, u0: np.ndarray,
-                     task_std: float, noise: float, inner_lr: float, inner_steps: int, P: int,
-                     adapt_J: bool, n_tasks: int,
-                     rng: np.random.Generator) -> tuple[float, float, float]:
-    """(error_after_mean, error_after_stderr, error_before_mean), without the noise^2/2 floor.
-
-    After: the mean over ``n_tasks`` fresh tasks (each with P fresh support examples, drawn as in
-    training but without query inputs) of the exact population error eps(w'; u) of the adapted
-    network, C, D, E of (Q', R', T) (``adapted_overlaps``) for maml, of (Q, R, T) for anil; its
-    standard error is std / sqrt(n_tasks) (nan for one task). Before: exact,
-    E_u eps(w; u) = 1/2 [w^T C w - 2 w^T D u0 + u0^T E u0 + task_std^2 tr E].
-    """
-    K, N = J.shape
-    M = B.shape[0]
-    Q, R, T = overlaps(J, B)
-    C, D, E = error_blocks(acts, Q, R, T)
-    xs = np.empty((P, N))
-    lam0 = np.empty((P, K))
-    nu = np.empty((P, M))
-    y = np.empty(P)
-    u = np.empty(M)
-    G = np.empty((P, P)) if adapt_J else np.empty((0, 0))
-    errors = np.empty(n_tasks)
-    for t in range(n_tasks):
-        draw_task(acts, J, B, u0, task_std, noise, xs, lam0, nu, y, u, rng)
-        if adapt_J:
-            gram(xs, P, G)
-        _, ws, shift = inner_loop_fields(acts, lam0, y, G, w, inner_lr, inner_steps, P, adapt_J)
-        wa = ws[inner_steps]
-        if adapt_J:
-            Qa, Ra = adapted_overlaps(Q, R, lam0, nu, G, shift, N)
-            Ca, Da, Ea = error_blocks(acts, Qa, Ra, T)
-        else:
-            Ca, Da, Ea = C, D, E
-        errors[t] = 0.5 * (wa @ Ca @ wa - 2.0 * wa @ Da @ u + u @ Ea @ u)
-    before = 0.5 * (w @ C @ w - 2.0 * w @ D @ u0 + u0 @ E @ u0 + task_std**2 * np.trace(E))
-    # np.std has ddof = 0: std_ddof0 / sqrt(n - 1) = std_ddof1 / sqrt(n)
-    stderr = np.std(errors) / math.sqrt(n_tasks - 1.0) if n_tasks > 1 else np.nan
-    return np.mean(errors), stderr, before

@@ -4,8 +4,7 @@ For each seed, networks are built whose overlaps equal the config's (Q0, R0, T) 
 (``simulations.networks``), the algorithm's numba kernel advances them between the recorded
 meta-times (alpha = steps / N, rounded to whole steps), and at each record the exact order
 parameters Q = J J^T / N, R = J B^T / N, T = B B^T / N of the networks are taken and the observables
-evaluated on them by the same functions as the theory's (maml, which has no theory: by Monte Carlo
-over fresh tasks, ``FewShotRun.observables``).
+evaluated on them by the same functions as the theory's (the config's ODE system).
 
 The steps between two records are taken in chunks of ``chunk_steps(config, N)`` outer steps, a
 fixed function of the config and N (~25 ms of work each). Between two
@@ -35,15 +34,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from metaode.algorithms import algorithm
-from metaode.config import Config
+from metaode.config import Config, ConfigError
 from metaode.processes import worker_context
 from metaode.simulations.anil import anil_population_steps
 from metaode.simulations.checkpoint import Checkpoints, SeedState
-from metaode.simulations.fewshot import adapted_error_mc, fewshot_steps
+from metaode.simulations.fewshot import fewshot_steps
 from metaode.simulations.kernels import overlaps
 from metaode.simulations.networks import networks_with_overlaps
 from metaode.simulations.sgd import sgd_steps
-from metaode.theory.fields import common_observables
 from metaode.theory.metatest import metatest_curve
 from metaode.theory.state import pack, state_size
 from metaode.theory.system import build_system, non_finite, runaway, state_problem
@@ -87,6 +85,14 @@ class Run:
         """Run ``n_steps`` outer steps of the algorithm."""
         raise NotImplementedError
 
+    def observables(self) -> dict[str, float]:
+        """The observables of the networks now: needed only by an algorithm registered without an
+        ODE theory (every built-in one has a theory, whose observables are evaluated on the
+        networks' exact overlaps instead)."""
+        raise NotImplementedError(
+            f"{self.config.training.algorithm!r} has no ODE theory: its run must define "
+            f"observables()")
+
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exact order parameters (Q, R, w) of the networks now."""
         Q, R, _ = overlaps(self.J, self.B)
@@ -129,20 +135,7 @@ class ANILPopulationRun(Run):
 
 
 class FewShotRun(Run):
-    """anil with support = P, or maml (simulations.fewshot); observables by Monte Carlo over tasks.
-
-    ``observables`` estimates the meta-generalisation error with ``simulation.eval_tasks`` fresh
-    tasks and support sets drawn from ``eval_rng``, a child stream spawned from the run's seed
-    sequence (``Generator.spawn``), so evaluating never advances the training stream; successive
-    records use successive eval draws (independent estimates).
-    """
-
-    def __init__(self, config: Config, N: int, rng: np.random.Generator):
-        super().__init__(config, N, rng)
-        self.eval_rng = rng.spawn(1)[0]
-
-    def generators(self) -> list[np.random.Generator]:
-        return [self.rng, self.eval_rng]
+    """anil with support = P, or maml (simulations.fewshot)."""
 
     def advance(self, n_steps: int) -> None:
         te, tr = self.config.teacher, self.config.training
@@ -151,26 +144,6 @@ class FewShotRun(Run):
             float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
             int(tr.support), tr.algorithm == "maml", tr.order == "second", float(tr.lr),
             float(tr.lr_head), int(tr.query), int(tr.meta_batch), n_steps, self.rng)
-
-    def observables(self) -> dict[str, float]:
-        """error (after adaptation, MC mean) and error_mc_stderr, error_before_adaptation (exact
-        average over tasks), representation_error, specialisation, align_k; no noise floor.
-        """
-        te, tr = self.config.teacher, self.config.training
-        error, stderr, before = adapted_error_mc(
-            self.config.activations, self.J, self.B, self.w, np.asarray(te.u0, dtype=float),
-            float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
-            int(tr.support), tr.algorithm == "maml", int(self.config.simulation.eval_tasks),
-            self.eval_rng)
-        Q, R, T = overlaps(self.J, self.B)
-        values = np.empty(4 + self.config.K)
-        common_observables(self.config.activations, Q, R, T, np.asarray(te.u0, dtype=float),
-                           float(te.task_std), values)
-        names = ["representation_error", "specialisation",
-                 *(f"align_{k}" for k in range(self.config.K))]
-        return {"error": float(error), "error_mc_stderr": float(stderr),
-                "error_before_adaptation": float(before),
-                **dict(zip(names, values[2:].tolist(), strict=True))}
 
 
 def anil_run(config: Config, N: int, rng: np.random.Generator) -> Run:
@@ -304,9 +277,9 @@ def simulate_seed(config: Config, N: int, seed: int, progress: bool = True) -> T
     """One simulated trajectory at width N with random stream ``seed``.
 
     Observables, the validity check and the meta-test curves come from the config's ODE system,
-    evaluated on the networks' exact overlaps. maml has no ODE system: its states are checked by
-    ``state_problem`` and ``runaway`` directly, its observables are the run's own Monte Carlo
-    estimates (``FewShotRun.observables``) and it records no meta-test curves.
+    evaluated on the networks' exact overlaps. An algorithm registered without an ODE theory has
+    its states checked by ``state_problem`` and ``runaway`` directly, its observables from
+    ``Run.observables`` and no meta-test curves.
     """
     total = int(record_steps(config, N)[-1])
     with _progress_bar(total, f"seed {seed}", progress) as bar:
@@ -389,6 +362,9 @@ def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None =
     True every seed (in this process, or in the workers, which also stop on their own SIGINT /
     SIGTERM) stops, checkpoints and returns its records with status INTERRUPTED.
     """
+    violation = algorithm(config.training.algorithm).simulation_check(config.raw)
+    if violation is not None:
+        raise ConfigError(*violation)
     N = config.simulation.N if N is None else N
     if seeds is None:
         first = config.simulation.seed

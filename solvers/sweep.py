@@ -11,8 +11,8 @@ parameter varying slowest):
 KEY is any numeric config key by its dotted path (``training.inner_lr``, ``teacher.task_std``).
 Integer keys (``training.inner_steps``, ``training.support``, ``output.points`` ...) get integer
 values: each grid value rounded to the nearest integer (halves up); a grid whose rounded values
-repeat is rejected. Every point's config is built by ``Config.replace`` and validated before
-anything runs.
+repeat is rejected. Every point's config, the base config with the swept keys set
+(``point_config``, as ``Config.replace`` does), is validated before anything runs.
 
 One point = one ``solve(build_system(config))``; its row holds the swept values and
 
@@ -28,7 +28,9 @@ Execution: in this process (1 worker), in W local processes (this one and W - 1 
 ``theory.processes.worker_context``, ``concurrent.futures``) or on a Dask cluster
 (``distributed.Client``); each point is the same pure function of (config, point), so its row is
 bit-identical whatever the engine or worker count (only ``wall_time_s`` is measured, not
-computed).
+computed). With one process a point of a large network may use numba's threads (the lr^2 term,
+``theory.fields.diffusion``); with several, each computes its points on one thread
+(``metaode.processes.ONE_THREAD``, ``one_numba_thread``), so the cores are not oversubscribed.
 
 Persistence: ``DIR/sweep.journal.jsonl`` gets one line per finished point as it finishes,
 written and flushed before the next (so a crash of the process loses none), and fsynced at most
@@ -55,20 +57,19 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-import numba
 import numpy as np
 from tqdm import tqdm
 
 from metaode.config import SCHEMA, Config, ConfigError, first_difference
 from metaode.io import atomic_write_text, strict_json
-from metaode.processes import worker_context
+from metaode.processes import one_numba_thread, worker_context
 from metaode.solvers.integrate import solve
 from metaode.solvers.plateau import measure_plateau
 from metaode.theory.system import build_system
@@ -168,16 +169,24 @@ def grid_points(axes: Sequence[Axis]) -> list[dict[str, Any]]:
 
 
 def point_config(config: Config, params: dict[str, Any]) -> Config:
-    """``config`` with each swept key replaced (validated by the schema; ConfigError names the
-    key and the grid point)."""
+    """``config`` with the swept keys replaced (validated together by the schema; ConfigError
+    names the key and the grid point)."""
+    return _point_config(config.raw, params)
+
+
+def _point_config(raw: Mapping[str, Mapping[str, Any]], params: dict[str, Any]) -> Config:
+    """The config of the raw base config (``Config.raw``) at the grid point ``params``: one
+    validation (``Config.replace`` of a built base config would validate twice)."""
+    data = {section: dict(values) for section, values in raw.items()}  # from_dict copies values
     for key, value in params.items():
-        try:
-            config = config.replace(key, value)
-        except ConfigError as err:
-            detail = str(err).removeprefix(f"{err.key}: ")
-            where = ", ".join(f"{k} = {v!r}" for k, v in params.items())
-            raise ConfigError(err.key, f"{detail} (at the grid point {where})") from None
-    return config
+        section, _, name = key.partition(".")
+        data.setdefault(section, {})[name] = value
+    try:
+        return Config.from_dict(data)
+    except ConfigError as err:
+        detail = str(err).removeprefix(f"{err.key}: ")
+        where = ", ".join(f"{k} = {v!r}" for k, v in params.items())
+        raise ConfigError(err.key, f"{detail} (at the grid point {where})") from None
 
 
 def plateau_metrics(trajectory: Trajectory) -> dict[str, float]:
@@ -201,7 +210,7 @@ def evaluate_point(raw: dict[str, Any], index: int, params: dict[str, Any]) -> d
     start = time.perf_counter()
     row: dict[str, Any] = {"index": index, **params}
     try:
-        config = point_config(Config.from_dict(raw), params)
+        config = _point_config(raw, params)
         theory = solve(build_system(config))
         last = {name: (float(values[-1]) if len(values) else math.nan)
                 for name, values in theory.observables.items()}
@@ -222,6 +231,14 @@ def evaluate_point(raw: dict[str, Any], index: int, params: dict[str, Any]) -> d
                    nfev=0)
     row["wall_time_s"] = time.perf_counter() - start
     return row
+
+
+def evaluate_point_one_thread(raw: dict[str, Any], index: int,
+                              params: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_point`` with numba's parallel loops on one thread (``one_numba_thread``): the
+    task of a Dask worker, whose processes already share the cores."""
+    with one_numba_thread():
+        return evaluate_point(raw, index, params)
 
 
 @dataclass
@@ -408,13 +425,10 @@ def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
     The workers ignore SIGINT: a Ctrl-C, which reaches the whole process group, is handled here
     alone, as SIGTERM is (the points not started are cancelled, those running finish, and every
     finished point is journalled), instead of interrupting a worker anywhere, e.g. in numba's
-    compiler callbacks, which can only print that they ignored it. Meanwhile this process runs
-    numba's parallel code on one thread, like the workers (``metaode.processes.ONE_THREAD``).
+    compiler callbacks, which can only print that they ignored it.
     """
     pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=worker_context(),
                                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
     finished: SimpleQueue[Future] = SimpleQueue()
     try:
         stack: list[tuple[Future, int, dict[str, Any]]] = []
@@ -427,7 +441,9 @@ def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
             computed_here = bool(stack) and stack[-1][0].cancel()
             if computed_here:  # a point the pool had not started
                 _, index, params = stack.pop()
-                yield evaluate_point(raw, index, params)
+                with one_numba_thread():  # as the workers (``ONE_THREAD``)
+                    row = evaluate_point(raw, index, params)
+                yield row
             else:  # the pool has started every point left
                 stack.clear()
             block = not computed_here  # then wait for the pool's next point
@@ -439,7 +455,6 @@ def _on_local_pool(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
                     yield future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        numba.set_num_threads(threads)
 
 
 def _on_dask(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
@@ -457,7 +472,8 @@ def _on_dask(raw: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
         raise SchedulerError(f"cannot connect to the Dask scheduler at {scheduler!r} "
                              f"({err})") from None
     with client:
-        futures = [client.submit(evaluate_point, raw, i, p, pure=False) for i, p in todo]
+        futures = [client.submit(evaluate_point_one_thread, raw, i, p, pure=False)
+                   for i, p in todo]
         try:
             for future in dask_completed(futures):
                 yield future.result()

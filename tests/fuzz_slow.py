@@ -121,11 +121,9 @@ def report(rows: list[dict], scale: int, seed: int) -> str:
     failed = [r for r in rows if r["outcome"] != "passed"]
     lines += ["", f"**{total} generated cases, "
               + (f"{len(failed)} properties FAILED.**" if failed else "no failure.**"), "",
-              "config_dicts and python_values call `Config.from_dict` (no exit status). Exit 2 "
-              "among valid_runs is `solve` or `validate` of a maml config, which has no ODE "
-              "theory (one line naming training.algorithm); exit 1 there is a run that stopped "
-              "at an alpha it names (divergence, runaway, a non-finite observable, a diverging "
-              "meta-test curve).", ""]
+              "config_dicts and python_values call `Config.from_dict` (no exit status). Exit 1 "
+              "among valid_runs is a run that stopped at an alpha it names (divergence, runaway, "
+              "a non-finite observable, a diverging meta-test curve).", ""]
     return "\n".join(lines)
 
 

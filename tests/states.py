@@ -77,7 +77,7 @@ def sgd_i3_rhs(acts, y, K, M, T, u, noise, lr, lr_head, batch):
     mean = np.empty(n)
     mean[:K] = w
     mean[K:] = u
-    phi = diffusion(acts, omega, K, mean, np.zeros((n, n)), noise)
+    phi = diffusion(acts, omega, K, mean, np.zeros((n, 0)), noise)
     dQ = np.empty((K, K))
     for k in range(K):
         for l in range(K):

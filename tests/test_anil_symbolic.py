@@ -22,8 +22,8 @@ dw = -lr_head wbar, is compared with the ANIL system's right-hand side. The syst
 f(lr, lr_head) = drift + lr^2 Phi / (query meta_batch), the drift linear in (lr, lr_head); so with
 both rates doubled the drift is exactly 2 f(lr) - f(2 lr) / 2, and the diffusion part is
 f(2 lr) / 2 - f(lr). That diffusion part is compared with the task average of the single-task
-(sgd-type) diffusion term, ``theory.fields.diffusion`` with a deterministic head w'(u) and zero
-covariance, an average computed exactly by Gauss-Hermite quadrature over xi (the single-task term
+(sgd-type) diffusion term, ``theory.fields.diffusion`` with a deterministic head w'(u) (no
+spread), an average computed exactly by Gauss-Hermite quadrature over xi (the single-task term
 is a polynomial of degree 4 in (w', u), hence in xi, and the 3-point rule is exact to degree 5).
 """
 
@@ -222,7 +222,7 @@ def test_diffusion_is_the_task_average_of_the_single_task_term(K: int, M: int, s
         u = u0 + TASK_STD * xi
         pair = np.concatenate([adapted_head(Q, R, T, w, u, s), u])
         phi += np.prod(weights[list(index)]) * diffusion(ERF, omega, K, pair,
-                                                         np.zeros((K + M, K + M)), NOISE)
+                                                         np.zeros((K + M, 0)), NOISE)
     assert_close(dQ, LR**2 / (QUERY * META_BATCH) * phi, "lr^2 part of dQ")
     # dR and dw are linear in (lr, lr_head): their lr^2 part is zero up to rounding of the rhs
     scale = np.abs(dQ).max()

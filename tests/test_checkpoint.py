@@ -42,8 +42,8 @@ N = 2000
 CONFIGS = {
     "anil-population": {},
     "sgd": {"training.algorithm": "sgd", "teacher.task_std": 0.0},
-    "anil-P": {"training.support": 3, "simulation.eval_tasks": 8},
-    "maml": {"training.algorithm": "maml", "training.support": 3, "simulation.eval_tasks": 8},
+    "anil-P": {"training.support": 3},
+    "maml": {"training.algorithm": "maml", "training.support": 3},
 }
 
 

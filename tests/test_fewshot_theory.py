@@ -310,7 +310,7 @@ def test_monte_carlo_drift_matches_exact_one_step(second_order: bool) -> None:
         terms = support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, TASK_STD, NOISE,
                                    INNER_LR, 1, second_order, 1, sample.fields[mine],
                                    sample.task[mine], C, D, E, F, L, np.zeros(len(L)), True,
-                                   False)[1]
+                                   False, False)[1]
         # drift_of_terms gives (loss, X + X^T, 2 G R + H T + SR, wbar); this test's sign: -
         batches.append(-drift_of_terms(ERF, terms, Q, R, T, K, M)[1:])
     batches = np.array(batches)

@@ -7,8 +7,10 @@ permuted where stated), xi ~ N(0, I). Every reference is computed at two node co
 first asserts that the quadrature has converged to QUAD_TOL (three orders below the 1e-8 the
 kernels are held to); only then is the kernel compared.
 
-Then ``theory.fields.diffusion`` (the lr^2 term of dQ) and ``theory.fields.population_error``
-against Monte Carlo estimates and exact sums written out here.
+Then the slices I4(k, l, ., .) of ``I4_forms`` (erf's tilted-covariance form and the registry's
+entry-by-entry fallback) against the I4 kernel, ``theory.fields.diffusion`` (the lr^2 term of dQ)
+and ``theory.fields.population_error`` against Monte Carlo estimates and exact sums written out
+here.
 """
 
 from __future__ import annotations
@@ -16,14 +18,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+import numba
 import numpy as np
 import pytest
+from numba import njit
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
 from states import ERF
 
+from metaode.theory.activations import I4_forms, I4_forms_from_I4
 from metaode.theory.activations.erf_kernels import I2, I3, I4, J2, dI2_dc11, dI2_dc12, dI2_dc22
-from metaode.theory.fields import diffusion, field_covariance, population_error
+from metaode.theory.fields import (
+    PARALLEL_ENTRIES,
+    add_diffusion,
+    diffusion,
+    field_covariance,
+    noise_weights,
+    population_error,
+    signed_i4_tensor,
+    student_pairs,
+)
 
 SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
 
@@ -318,6 +332,72 @@ def test_I4_reduction_matches_full_4d_quadrature() -> None:
     assert abs(converged(full, bound, nodes=(40, 48)) - reduced) <= QUAD_TOL * abs(reduced)
 
 
+# --- I4 slices -----------------------------------------------------------------------------------
+
+# erf's I4_forms evaluates the closed form of I4 through the tilted covariance of each pair (k, l)
+# (``theory.activations.erf.i4_row``): the same formula with other rounding. Differences come
+# from cancellation in the tilted covariance at ~1e-16 of the integrand's size, which the bound
+# J2(k, l) = E[g'(z_k) g'(z_l)] >= |I4(k, l, a, b)| measures (|g| <= 1); measured <= 6e-16 J2 over
+# these covariances, the nearly collinear and rank-deficient ones included.
+SLICE_TOL = 1e-13
+
+
+@njit
+def _slices(acts, omega, K, pairs, X, parallel, out):
+    I4_forms(acts.student, acts.teacher, omega, K, pairs, X, parallel, out)
+
+
+@njit
+def _slices_from_I4(acts, omega, K, pairs, X, out):
+    I4_forms_from_I4(acts.student, acts.teacher, omega, K, pairs, X, out)
+
+
+@pytest.mark.parametrize("n, K", [(3, 2), (5, 3), (6, 6)])
+def test_i4_slices_match_the_kernel(n: int, K: int) -> None:
+    """With X = I, I4_forms gives the slices I4(k, l, ., .) themselves: erf's against the kernel
+    entry by entry (within SLICE_TOL J2(k, l)), and the registry's fallback, which calls the kernel
+    per entry (its quadratic form with X = I adds only zeros), within 4e-15 J2(k, l): the kernel
+    inlined into compiled code rounds differently in the last bits (measured <= 4e-16 J2)."""
+    for _, omega in covariance_cases(n):
+        pairs = student_pairs(K)
+        fast, fallback = (np.empty((len(pairs), n, n)) for _ in range(2))
+        _slices(ERF, omega, K, pairs, np.eye(n), False, fast)
+        _slices_from_I4(ERF, omega, K, pairs, np.eye(n), fallback)
+        for p, (k, l) in enumerate(pairs):
+            kernel = np.array([[I4(*_i4_args(omega[np.ix_(idx, idx)])) for idx in
+                                ([k, l, a, b] for b in range(n))] for a in range(n)])
+            bound = J2(omega[k, k], omega[l, l], omega[k, l])
+            assert np.abs(fallback[p] - kernel).max() <= 4e-15 * bound
+            assert np.abs(fast[p] - kernel).max() <= SLICE_TOL * bound
+
+
+def test_i4_forms_threads_give_the_serial_result() -> None:
+    """A network large enough for the parallel path of ``diffusion`` (K = 24, M = 4): the forms
+    computed in numba's threads, with all of them or one, equal the serial ones bit for bit (each
+    pair is computed by one thread with the same arithmetic), and equal X^T I X of the slices."""
+    K, M = 24, 4
+    n = K + M
+    omega = random_covariance(n, 31)
+    pairs = student_pairs(K)
+    assert len(pairs) * n * (n + 1) // 2 >= PARALLEL_ENTRIES
+    X = np.random.default_rng(5).standard_normal((n, 3))
+    serial, threads, one = (np.empty((len(pairs), 3, 3)) for _ in range(3))
+    _slices(ERF, omega, K, pairs, X, False, serial)
+    _slices(ERF, omega, K, pairs, X, True, threads)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        _slices(ERF, omega, K, pairs, X, True, one)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(threads, serial)
+    np.testing.assert_array_equal(one, serial)
+    slices = np.empty((len(pairs), n, n))
+    _slices(ERF, omega, K, pairs, np.eye(n), False, slices)
+    np.testing.assert_allclose(serial, np.einsum("ai,pab,bj->pij", X, slices, X), rtol=1e-12,
+                               atol=1e-13 * np.abs(serial).max())
+
+
 # --- diffusion -----------------------------------------------------------------------------------
 
 def _pair_problem(K: int, M: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -366,7 +446,7 @@ def test_diffusion_deterministic_head(K: int, M: int) -> None:
     n = K + M
     noise = 0.3
     expected = _phi_given_head(mean[None], _i4_tensor(omega, K), _j2_matrix(omega, K), K, noise)[0]
-    phi = diffusion(ERF, omega, K, mean, np.zeros((n, n)), noise)
+    phi = diffusion(ERF, omega, K, mean, np.zeros((n, 0)), noise)
     np.testing.assert_allclose(phi, expected, rtol=1e-12, atol=1e-14)
 
 
@@ -377,8 +457,8 @@ def test_diffusion_noise_term() -> None:
     omega, mean, V = _pair_problem(K, M, 1)
     cov = V @ V.T
     noise = 0.7
-    with_noise = diffusion(ERF, omega, K, mean, cov, noise)
-    without = diffusion(ERF, omega, K, mean, cov, 0.0)
+    with_noise = diffusion(ERF, omega, K, mean, V, noise)
+    without = diffusion(ERF, omega, K, mean, V, 0.0)
     second = (np.outer(mean, mean) + cov)[:K, :K]
     np.testing.assert_allclose(with_noise - without, noise**2 * _j2_matrix(omega, K) * second,
                                rtol=0, atol=1e-12 * np.max(np.abs(with_noise)))
@@ -395,7 +475,7 @@ def test_diffusion_task_average_exact(K: int, M: int) -> None:
     heads = (mean[:, None] + V @ xi).T
     phi_heads = _phi_given_head(heads, _i4_tensor(omega, K), _j2_matrix(omega, K), K, noise)
     expected = np.einsum("s,skl->kl", weights, phi_heads)
-    phi = diffusion(ERF, omega, K, mean, V @ V.T, noise)
+    phi = diffusion(ERF, omega, K, mean, V, noise)
     np.testing.assert_allclose(phi, expected, rtol=0, atol=1e-11 * np.max(np.abs(expected)))
 
 
@@ -410,8 +490,38 @@ def test_diffusion_monte_carlo(K: int, M: int) -> None:
     samples = _phi_given_head(heads, _i4_tensor(omega, K), _j2_matrix(omega, K), K, noise)
     estimate = samples.mean(axis=0)
     stderr = samples.std(axis=0, ddof=1) / np.sqrt(len(samples))
-    phi = diffusion(ERF, omega, K, mean, V @ V.T, noise)
+    phi = diffusion(ERF, omega, K, mean, V, noise)
     assert np.all(np.abs(phi - estimate) <= 5.0 * stderr), (phi, estimate, stderr)
+
+
+def test_diffusion_large_network_matches_the_fourth_moments() -> None:
+    """K = 24, M = 4 (the parallel path): Phi against the contraction of the full Isserlis
+    moments M4[k, l, a, b] = E[y_k y_l y_a y_b] (numpy, from mean and cov = V V^T) with the signed
+    tensor W (``signed_i4_tensor``), and the few-shot theory's route, ``add_diffusion`` (the
+    quadratic forms of the stored W, packed k <= l): the same terms summed in other orders, so to
+    rounding (1e-12 relative to max|Phi|; measured 9e-16 for the moments)."""
+    K, M = 24, 4
+    omega, mean, V = _pair_problem(K, M, 4)
+    noise = 0.4
+    mu, S = mean, V @ V.T
+    mk, Sk, Sa = mu[:K], S[:K, :K], S[:, :K]
+    M4 = (np.einsum("k,l,a,b->klab", mk, mk, mu, mu) + np.einsum("a,b,kl->klab", mu, mu, Sk)
+          + np.einsum("a,k,bl->klab", mu, mk, Sa) + np.einsum("a,l,bk->klab", mu, mk, Sa)
+          + np.einsum("b,k,al->klab", mu, mk, Sa) + np.einsum("b,l,ak->klab", mu, mk, Sa)
+          + np.einsum("k,l,ab->klab", mk, mk, S) + np.einsum("ab,kl->klab", S, Sk)
+          + np.einsum("ak,bl->klab", Sa, Sa) + np.einsum("al,bk->klab", Sa, Sa))
+    W = signed_i4_tensor(ERF, omega, K)
+    N = noise_weights(ERF, omega, K, noise)
+    expected = np.einsum("klab,klab->kl", W, M4) + N * (np.outer(mk, mk) + Sk)
+    phi = diffusion(ERF, omega, K, mean, V, noise)
+    np.testing.assert_allclose(phi, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    pairs = student_pairs(K)
+    X = np.concatenate([mean[:, None], V], axis=1)
+    packed = np.zeros(len(pairs))
+    add_diffusion(W, N, pairs, X, 1.0, packed, 0, np.empty_like(X),
+                  np.empty((len(pairs), M + 1, M + 1)))
+    np.testing.assert_allclose(packed, expected[pairs[:, 0], pairs[:, 1]], rtol=0,
+                               atol=1e-12 * np.abs(expected).max())
 
 
 # --- population error ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ CASES = {
     "anil P = 3": ({"teacher": {"task_std": 0.5, "noise": 0.1},
                     "training": {"algorithm": "anil", "support": 3, "inner_steps": 2,
                                  "alpha_max": 0.5, "query": 2},
-                    "output": {"points": 3}, "simulation": {"eval_tasks": 16}}, 60),
+                    "output": {"points": 3}}, 60),
 }
 SEEDS = [5, 2, 9]  # not sorted: the results must come back in the order asked for
 

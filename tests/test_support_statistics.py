@@ -51,12 +51,12 @@ def setup(P: int, seed: int, second_order: bool = True):
 
 
 def statistics(state, fields, task, steps=2, query=1, second_order=True, gradients=True,
-               lr2=True):
+               lr2=True, maml=False):
     """``support_statistics`` of ``state`` (``setup``) on the given sets."""
     Q, R, T, w, u0, C, D, E, F, L, known1, _ = state
     return support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, TASK_STD, NOISE,
                               INNER_LR, steps, second_order, query, fields, task, C, D, E, F, L,
-                              known1, gradients, lr2)
+                              known1, gradients, lr2, maml)
 
 
 def test_statistics_do_not_depend_on_the_thread_count() -> None:

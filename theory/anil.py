@@ -27,7 +27,7 @@ T_mm, R_km) to G = dL/dQ (symmetrised) and H = dL/dR, and (docs/model.md §5.2)
     X = 2 G Q + H R^T,               dw/dalpha = -lr_head wbar,
 
 with Phi the diffusion term of ``theory.fields.diffusion`` for the Gaussian pair y = (w', u):
-mean (Z e_0, u0) and covariance task_std^2 V V^T, V = [Z_{:,1:}; I_M].
+mean (Z e_0, u0) and covariance task_std^2 V V^T, V = [Z_{:,1:}; I_M] (spread task_std V).
 """
 
 from __future__ import annotations
@@ -59,19 +59,40 @@ def inner_loop(C: np.ndarray, D: np.ndarray, w: np.ndarray, U: np.ndarray, inner
                steps: int) -> np.ndarray:
     """Z^(0..s), shape (s + 1, K, 1 + M).
 
-    Z^(0) = [w | 0], Z^(r+1) = (I - inner_lr C) Z^(r) + inner_lr D U.
+    Z^(0) = [w | 0], Z^(r+1) = (I - inner_lr C) Z^(r) + inner_lr D U (written out: the matrices
+    are small, a BLAS call per product would cost more than the arithmetic).
     """
     K = C.shape[0]
-    n = U.shape[1]
+    M, n = U.shape
     Zs = np.zeros((steps + 1, K, n))
     Zs[0, :, 0] = w
     if steps == 0:
         return Zs
-    DU = inner_lr * (D @ U)
-    P = np.eye(K) - inner_lr * C
+    DU = np.empty((K, n))
+    for k in range(K):
+        for j in range(n):
+            acc = 0.0
+            for m in range(M):
+                acc += D[k, m] * U[m, j]
+            DU[k, j] = inner_lr * acc
+    P = step_matrix(C, inner_lr)
     for r in range(steps):
-        Zs[r + 1] = P @ Zs[r] + DU
+        for k in range(K):
+            for j in range(n):
+                acc = 0.0
+                for l in range(K):
+                    acc += P[k, l] * Zs[r, l, j]
+                Zs[r + 1, k, j] = acc + DU[k, j]
     return Zs
+
+
+@njit(cache=True)
+def step_matrix(C: np.ndarray, inner_lr: float) -> np.ndarray:
+    """P = I - inner_lr C, the linear part of one inner step."""
+    P = -inner_lr * C
+    for k in range(C.shape[0]):
+        P[k, k] += 1.0
+    return P
 
 
 @njit(cache=True)
@@ -84,16 +105,32 @@ def inner_loop_vjp(Zs: np.ndarray, C: np.ndarray, U: np.ndarray, inner_lr: float
     and wbar = Zbar^(0) e_0 (only the first column of Z^(0) depends on w).
     """
     K = C.shape[0]
-    M = U.shape[0]
+    M, n = U.shape
     steps = Zs.shape[0] - 1
-    P = np.eye(K) - inner_lr * C
+    P = step_matrix(C, inner_lr)
     Cbar = np.zeros((K, K))
     Dbar = np.zeros((K, M))
     Zb = Zbar.copy()
+    previous = np.empty((K, n))
     for r in range(steps - 1, -1, -1):
-        Cbar -= inner_lr * (Zb @ Zs[r].T)
-        Dbar += inner_lr * (Zb @ U.T)
-        Zb = P @ Zb
+        for k in range(K):
+            for l in range(K):
+                acc = 0.0
+                for j in range(n):
+                    acc += Zb[k, j] * Zs[r, l, j]
+                Cbar[k, l] -= inner_lr * acc
+            for m in range(M):
+                acc = 0.0
+                for j in range(n):
+                    acc += Zb[k, j] * U[m, j]
+                Dbar[k, m] += inner_lr * acc
+        for k in range(K):
+            for j in range(n):
+                acc = 0.0
+                for l in range(K):
+                    acc += P[k, l] * Zb[l, j]
+                previous[k, j] = acc
+        Zb, previous = previous, Zb
     return Cbar, Dbar, Zb[:, 0].copy()
 
 
@@ -135,7 +172,7 @@ def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
     K, M = R.shape
     resid, Cbar, Dbar = np.empty((K, U.shape[1])), np.empty((K, K)), np.empty((K, M))
     loss_cotangents(Zs[steps], C, D, U, S, resid, Cbar, Dbar)
-    if second_order:
+    if second_order and steps > 0:  # without an inner step both orders are the direct terms
         Cb, Db, wbar = inner_loop_vjp(Zs, C, U, inner_lr, resid)
         Cbar += Cb
         Dbar += Db
@@ -147,18 +184,21 @@ def meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order):
 
 @njit(cache=True)
 def adapted_head_moments(Z: np.ndarray, U: np.ndarray, task_std: float):
-    """Mean and covariance of the Gaussian pair y = (w', u) = ([Z; U] e) over tasks."""
+    """Mean and spread of the Gaussian pair y = (w', u) = ([Z; U] e) over tasks: mean [Z; U] e_0,
+    covariance spread spread^T with spread = task_std [Z_{:,1:}; U_{:,1:}] ((K + M) x M; no
+    column for one task, task_std = 0)."""
     K = Z.shape[0]
     M = U.shape[0]
     mean = np.empty(K + M)
     mean[:K] = Z[:, 0]
     mean[K:] = U[:, 0]
-    if task_std == 0.0:
-        return mean, np.zeros((K + M, K + M))
-    V = np.empty((K + M, M))
-    V[:K] = Z[:, 1:]
-    V[K:] = U[:, 1:]
-    return mean, task_std * task_std * (V @ V.T)
+    spread = np.empty((K + M, M if task_std != 0.0 else 0))
+    for j in range(spread.shape[1]):
+        for k in range(K):
+            spread[k, j] = task_std * Z[k, 1 + j]
+        for m in range(M):
+            spread[K + m, j] = task_std * U[m, 1 + j]
+    return mean, spread
 
 
 @njit(cache=True)
@@ -170,8 +210,8 @@ def anil_rhs(acts: Activations, y: np.ndarray, K: int, M: int, T: np.ndarray, u0
     Q, R, w = unpack(y, K, M)
     U, S = task_basis(u0, task_std)
     G, H, wbar, Zs = meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order)
-    mean, cov = adapted_head_moments(Zs[steps], U, task_std)
-    phi = diffusion(acts, field_covariance(Q, R, T), K, mean, cov, noise)
+    mean, spread = adapted_head_moments(Zs[steps], U, task_std)
+    phi = diffusion(acts, field_covariance(Q, R, T), K, mean, spread, noise)
     return overlap_flow(Q, R, T, G, H, np.zeros((K, K)), np.zeros((K, M)), wbar, phi, lr,
                         lr_head, batch)
 

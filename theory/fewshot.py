@@ -306,7 +306,10 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     alone. inner_steps > 1: the loss and drift are Monte Carlo means corrected by the control
     variates of known mean (``support_statistics``, ``controlled_mean``): the one-step terms
     (mean ``one_step_terms``) and the support moments (mean C and D). Phi is the Monte Carlo mean
-    of the support sets' Phi (``support_diffusion``) corrected by the support moments.
+    of the support sets' Phi (``query_diffusion``, ``support_diffusion``) corrected by the support
+    moments. maml (``flow.maml``, docs/model.md §11): with inner_steps > 1 every support set's
+    responses also carry its maml - anil difference (``support_mc.maml_difference``), in the same
+    pass and with the same controls; with one inner step maml is few-shot anil exactly.
     """
     K, M, T = flow.K, flow.M, flow.T
     C, D, E = error_blocks(flow.acts, Q, R, T)
@@ -324,7 +327,7 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     mean_h, mean_r, S_hh, S_hr = support_statistics(
         flow.acts.student, flow.acts.teacher, Q, R, T, w, flow.u0, flow.task_std, flow.noise,
         flow.inner_lr, flow.steps, flow.second_order, flow.query, flow.fields, flow.task, C, D, E,
-        F, L, drift, several, lr2_term)
+        F, L, drift, several, lr2_term, flow.maml and several)
     nx = L.shape[0] if several else 0
     size = terms_size(K, M) if several else 0
     if several:
@@ -344,7 +347,8 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
 
 class FewShotFlow(NamedTuple):
     """The parameters of the few-shot ANIL ODEs and their support sets (``fields``, ``task`` of a
-    ``SupportSample``): the compiled form of ``FewShotANILSystem`` (``fewshot_estimate``)."""
+    ``SupportSample``): the compiled form of ``FewShotANILSystem`` (``fewshot_estimate``); with
+    ``maml`` that of ``theory.maml.MAMLSystem`` (the inner loop moves the support fields too)."""
 
     acts: Activations
     K: int
@@ -365,6 +369,7 @@ class FewShotFlow(NamedTuple):
     weights: np.ndarray
     fields: np.ndarray
     task: np.ndarray
+    maml: bool
 
 
 @overload(flow_rhs)
@@ -410,7 +415,8 @@ def fewshot_flow(config: Config, sample: SupportSample) -> FewShotFlow:
         float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
         tr.order == "second", float(tr.lr), float(tr.lr_head), int(tr.query),
         int(tr.meta_batch), int(tr.support), np.ascontiguousarray(nodes, dtype=float),
-        np.ascontiguousarray(weights, dtype=float), sample.fields, sample.task)
+        np.ascontiguousarray(weights, dtype=float), sample.fields, sample.task,
+        tr.algorithm == "maml")
 
 
 class FewShotANILSystem(ODESystem):
@@ -441,12 +447,11 @@ class FewShotANILSystem(ODESystem):
 
     def with_budget(self, budget: int) -> FewShotANILSystem:
         """The same system estimated on about ``budget`` support sets."""
-        return FewShotANILSystem(self.config, self.sample_of(budget))
+        return type(self)(self.config, self.sample_of(budget))
 
     def stream_systems(self) -> list[FewShotANILSystem]:
         """One system per stream of the sample, each estimated on that stream's points alone."""
-        return [FewShotANILSystem(self.config, self.sample.only(b))
-                for b in range(self.sample.streams)]
+        return [type(self)(self.config, self.sample.only(b)) for b in range(self.sample.streams)]
 
 
 def anil_system(config: Config) -> ODESystem:

@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from metaode.theory.activations import I2, I4, J2, Activations
+from metaode.theory.activations import I2, J2, Activations, I4_forms, quadratic_forms
+
+#: I4 entries (pairs k <= l times n (n + 1) / 2 entries a <= b) from which ``diffusion`` runs its
+#: pairs (k, l) in numba's threads; below it, waking the threads costs more than they save.
+PARALLEL_ENTRIES = 20000
 
 
 @njit(cache=True)
@@ -77,9 +81,27 @@ def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.
               S: np.ndarray) -> float:
     """E_e eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U): the square
     loss 1/2 E[Delta^2] of heads linear in a Gaussian e with E[e e^T] = diag(S), the one loss of
-    every algorithm (one fixed head: Z = w, U = u, S = 1)."""
-    quad = np.sum(Z * (0.5 * (C @ Z) - D @ U), axis=0) + 0.5 * np.sum(U * (E @ U), axis=0)
-    return float(np.sum(S * quad))
+    every algorithm (one fixed head: Z = w, U = u, S = 1). Written out column by column of e (no
+    BLAS call: the matrices are small)."""
+    K, n = Z.shape
+    M = U.shape[0]
+    total = 0.0
+    for j in range(n):
+        quad = 0.0
+        for k in range(K):
+            acc = 0.0
+            for l in range(K):
+                acc += 0.5 * C[k, l] * Z[l, j]
+            for m in range(M):
+                acc -= D[k, m] * U[m, j]
+            quad += Z[k, j] * acc
+        for m in range(M):
+            acc = 0.0
+            for o in range(M):
+                acc += E[m, o] * U[o, j]
+            quad += 0.5 * U[m, j] * acc
+        total += S[j] * quad
+    return total
 
 
 @njit(cache=True)
@@ -93,89 +115,111 @@ def population_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndar
 
 
 @njit(cache=True)
+def student_pairs(K: int) -> np.ndarray:
+    """The pairs (k, l), k <= l < K, in row-major order: shape (K (K + 1) / 2, 2)."""
+    pairs = np.empty((K * (K + 1) // 2, 2), dtype=np.int64)
+    p = 0
+    for k in range(K):
+        for l in range(k, K):
+            pairs[p, 0], pairs[p, 1] = k, l
+            p += 1
+    return pairs
+
+
+@njit(cache=True)
 def signed_i4_tensor(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray:
     """W[k, l, a, b] = S_a S_b I4(k, l, a, b), I4(k, l, a, b) = E[g'(z_k) g'(z_l) g_a(z_a)
     g_b(z_b)], with S_a = +1 for a student field (a < K) and -1 for a teacher field
-    (c = (w', -u) = S y); g' the student's, g_a as in ``i2_matrix``."""
+    (c = (w', -u) = S y); g' the student's, g_a as in ``i2_matrix`` (``I4_forms`` with X = diag S
+    at k <= l)."""
     n = omega.shape[0]
+    pairs = student_pairs(K)
+    signs = np.zeros((n, n))
+    for a in range(n):
+        signs[a, a] = 1.0 if a < K else -1.0
+    slices = np.empty((pairs.shape[0], n, n))
+    I4_forms(acts.student, acts.teacher, omega, K, pairs, signs, False, slices)
     W = np.empty((K, K, n, n))
-    for k in range(K):
-        for l in range(k, K):
-            for a in range(n):
-                for b in range(a, n):
-                    args = (omega[k, k], omega[l, l], omega[a, a], omega[b, b], omega[k, l],
-                            omega[k, a], omega[k, b], omega[l, a], omega[l, b], omega[a, b])
-                    if b < K:
-                        v = I4(acts.student, acts.student, acts.student, *args)
-                    elif a < K:
-                        v = -I4(acts.student, acts.student, acts.teacher, *args)
-                    else:
-                        v = I4(acts.student, acts.teacher, acts.teacher, *args)
-                    W[k, l, a, b] = W[l, k, a, b] = W[k, l, b, a] = W[l, k, b, a] = v
+    for p in range(pairs.shape[0]):
+        W[pairs[p, 0], pairs[p, 1]] = W[pairs[p, 1], pairs[p, 0]] = slices[p]
     return W
 
 
 @njit(cache=True)
 def noise_weights(acts: Activations, omega: np.ndarray, K: int, noise: float) -> np.ndarray:
-    """N_kl = noise^2 J2(k, l), the weight of E[y_k y_l] in Phi (``add_diffusion``)."""
+    """N_kl = noise^2 J2(k, l), the weight of E[y_k y_l] in Phi (``diffusion_of_forms``)."""
     N = np.empty((K, K))
     for k in range(K):
         for l in range(k, K):
-            N[k, l] = N[l, k] = noise**2 * J2(acts.student, omega[k, k], omega[l, l], omega[k, l])
+            N[k, l] = N[l, k] = noise * noise * J2(acts.student, omega[k, k], omega[l, l],
+                                                   omega[k, l])
     return N
 
 
 @njit(cache=True)
-def add_diffusion(W: np.ndarray, N: np.ndarray, mean: np.ndarray, cov: np.ndarray, scale: float,
-                  out: np.ndarray, at: int) -> None:
-    """Add scale Phi_kl (k <= l, in the order of ``np.triu_indices(K)``) to out[at:] for a Gaussian
-    y = (w', u) with ``mean`` and ``cov``, where
+def diffusion_of_forms(forms: np.ndarray, X: np.ndarray, pairs: np.ndarray, N: np.ndarray,
+                       scale: float, out: np.ndarray, at: int) -> None:
+    """out[at + p] += scale Phi_kl for the pairs (k, l) = pairs[p] of a Gaussian y = (w', u) with
+    mean X[:, 0] and covariance V V^T, V = X[:, 1:] (n x r; r = 0 for one fixed head), from the
+    quadratic forms G = forms[p] = X^T W_kl X of the signed I4 slices W_kl = S I4(k, l, ., .) S
+    (S_a = +1 for a student field, -1 for a teacher field, so that c = (w', -u) = S y), and
+    N = ``noise_weights``. Isserlis' theorem with a mean reduces sum_ab W_klab E[y_k y_l y_a y_b]
+    to (docs/model.md §5.3, §8.3)
 
-        Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ)
-               = sum_ab W[k, l, a, b] E[y_k y_l y_a y_b] + N_kl E[y_k y_l]
+        Phi_kl = E[y_k y_l] (G_00 + sum_j G_jj + N_kl) + 2 sum_j (y_k V_lj + y_l V_kj) G_0j
+                 + 2 sum_ij V_ki V_lj G_ij,   E[y_k y_l] = y_k y_l + sum_j V_kj V_lj,
 
-    (docs/model.md §5.3; W from ``signed_i4_tensor``, symmetric in (a, b); N from
-    ``noise_weights``). With Isserlis' theorem, mu = mean, S = cov and W = W[k, l]:
-    sum_ab W_ab E[y_k y_l y_a y_b] = (mu_k mu_l + S_kl)(mu.W mu + tr(W S))
-    + 2 mu_k (W mu).S_l + 2 mu_l (W mu).S_k + 2 S_k.W S_l (S_k the k-th column of S)."""
-    K = W.shape[0]
-    n = mean.shape[0]
-    i = at
-    for k in range(K):
-        for l in range(k, K):
-            quad = trace = muk = mul = cross = 0.0
-            for a in range(n):
-                wmu = 0.0
-                wsl = 0.0
-                for b in range(n):
-                    wab = W[k, l, a, b]
-                    wmu += wab * mean[b]
-                    wsl += wab * cov[b, l]
-                    trace += wab * cov[b, a]
-                quad += mean[a] * wmu
-                muk += wmu * cov[a, k]
-                mul += wmu * cov[a, l]
-                cross += cov[a, k] * wsl
-            second = mean[k] * mean[l] + cov[k, l]
-            out[i] += scale * (second * (quad + trace + N[k, l]) + 2.0 * mean[k] * mul
-                               + 2.0 * mean[l] * muk + 2.0 * cross)
-            i += 1
+    with y = X[:, 0] and i, j = 1..r (the sign of a student row is +1: X[k] is y's)."""
+    r = X.shape[1] - 1
+    for p in range(pairs.shape[0]):
+        k, l = pairs[p, 0], pairs[p, 1]
+        G = forms[p]
+        second, trace, cross, outer = X[k, 0] * X[l, 0], G[0, 0], 0.0, 0.0
+        for i in range(1, r + 1):
+            second += X[k, i] * X[l, i]
+            trace += G[i, i]
+            cross += (X[k, 0] * X[l, i] + X[l, 0] * X[k, i]) * G[0, i]
+            for j in range(1, r + 1):
+                outer += X[k, i] * X[l, j] * G[i, j]
+        out[at + p] += scale * (second * (trace + N[k, l]) + 2.0 * cross + 2.0 * outer)
 
 
 @njit(cache=True)
-def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, cov: np.ndarray,
+def add_diffusion(W: np.ndarray, N: np.ndarray, pairs: np.ndarray, X: np.ndarray, scale: float,
+                  out: np.ndarray, at: int, Y: np.ndarray, forms: np.ndarray) -> None:
+    """``diffusion_of_forms`` with the forms X^T W[k, l] X computed from the stored signed tensor
+    W of ``signed_i4_tensor`` (``quadratic_forms``): many Gaussians at one Omega (the few-shot
+    theory's support sets), unsigned X = [mean | V] (n x (r + 1)). Y (n x (r + 1)) and forms
+    (pairs x (r + 1) x (r + 1)): workspace."""
+    for p in range(pairs.shape[0]):
+        quadratic_forms(W[pairs[p, 0], pairs[p, 1]], X, Y, forms[p])
+    diffusion_of_forms(forms, X, pairs, N, scale, out, at)
+
+
+@njit(cache=True)
+def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, spread: np.ndarray,
               noise: float) -> np.ndarray:
-    """The lr^2 term Phi (K x K) of ``add_diffusion`` for a Gaussian y = (w', u) over tasks
-    (``cov`` zero for one fixed task)."""
-    packed = np.zeros(K * (K + 1) // 2)
-    add_diffusion(signed_i4_tensor(acts, omega, K), noise_weights(acts, omega, K, noise), mean,
-                  cov, 1.0, packed, 0)
+    """The lr^2 term Phi (K x K) of ``diffusion_of_forms`` for a Gaussian y = (w', u) over tasks
+    with ``mean`` and covariance spread spread^T (spread: n x r; r = 0 for one fixed task),
+    without the K x K x n x n tensors of the moments and of W: the forms X^T I4(k, l, ., .) X on
+    the columns of X = S [mean | spread] come from ``I4_forms``, which with PARALLEL_ENTRIES
+    entries of I4 or more may run the pairs in numba's threads."""
+    n, r = spread.shape
+    X = np.empty((n, r + 1))
+    for a in range(n):
+        sign = 1.0 if a < K else -1.0
+        X[a, 0] = sign * mean[a]
+        for j in range(r):
+            X[a, 1 + j] = sign * spread[a, j]
+    pairs = student_pairs(K)
+    forms = np.empty((pairs.shape[0], r + 1, r + 1))
+    parallel = pairs.shape[0] * (n * (n + 1) // 2) >= PARALLEL_ENTRIES
+    I4_forms(acts.student, acts.teacher, omega, K, pairs, X, parallel, forms)
+    packed = np.zeros(pairs.shape[0])
+    diffusion_of_forms(forms, X, pairs, noise_weights(acts, omega, K, noise), 1.0, packed, 0)
     out = np.empty((K, K))
-    i = 0
-    for k in range(K):
-        for l in range(k, K):
-            out[k, l] = out[l, k] = packed[i]
-            i += 1
+    for p in range(pairs.shape[0]):
+        out[pairs[p, 0], pairs[p, 1]] = out[pairs[p, 1], pairs[p, 0]] = packed[p]
     return out
 
 

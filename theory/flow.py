@@ -40,23 +40,27 @@ def chain_to_overlaps(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.nda
 
 @njit(cache=True)
 def chain_coefficients(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray):
-    """(dC, dD): dC[k, l] = (dI2/dc11, dI2/dc22, dI2/dc12) of C_kl at (Q_kk, Q_ll, Q_kl) and
-    dD[k, m] = (dI2/dc11, dI2/dc12) of D_km at (Q_kk, T_mm, R_km), the derivatives that
+    """(dC, dD): dC[k, l] = (dI2/dc11, dI2/dc22, dI2/dc12) of C_kl at (Q_kk, Q_ll, Q_kl) for
+    k <= l (C_kl and C_lk are one function of (Q_kk, Q_ll, Q_kl), I2 being symmetric in its two
+    fields: its partials are computed once per pair; on the diagonal d/dc11 = d/dc22), and
+    dD[k, m] = (dI2/dc11, dI2/dc12) of D_km at (Q_kk, T_mm, R_km): the derivatives that
     ``chain_apply`` contracts with the cotangents."""
     s, t = acts.student, acts.teacher
     K, M = R.shape
-    dC = np.empty((K, K, 3))
+    dC = np.zeros((K, K, 3))
     dD = np.empty((K, M, 2))
     for k in range(K):
-        for l in range(K):
-            a, b, c = Q[k, k], Q[l, l], Q[k, l]
+        a = Q[k, k]
+        dC[k, k, 0] = dC[k, k, 1] = dI2_dc11(s, s, a, a, a)
+        dC[k, k, 2] = dI2_dc12(s, s, a, a, a)
+        for l in range(k + 1, K):
+            b, c = Q[l, l], Q[k, l]
             dC[k, l, 0] = dI2_dc11(s, s, a, b, c)
             dC[k, l, 1] = dI2_dc22(s, s, a, b, c)
             dC[k, l, 2] = dI2_dc12(s, s, a, b, c)
         for m in range(M):
-            a, b, c = Q[k, k], T[m, m], R[k, m]
-            dD[k, m, 0] = dI2_dc11(s, t, a, b, c)
-            dD[k, m, 1] = dI2_dc12(s, t, a, b, c)
+            dD[k, m, 0] = dI2_dc11(s, t, a, T[m, m], R[k, m])
+            dD[k, m, 1] = dI2_dc12(s, t, a, T[m, m], R[k, m])
     return dC, dD
 
 
@@ -67,10 +71,13 @@ def chain_apply(dC: np.ndarray, dD: np.ndarray, Cbar: np.ndarray, Dbar: np.ndarr
     G = np.zeros((K, K))
     H = np.zeros((K, M))
     for k in range(K):
-        for l in range(K):
-            G[k, k] += Cbar[k, l] * dC[k, l, 0]
-            G[l, l] += Cbar[k, l] * dC[k, l, 1]
-            G[k, l] += Cbar[k, l] * dC[k, l, 2]
+        G[k, k] += 2.0 * Cbar[k, k] * dC[k, k, 0] + Cbar[k, k] * dC[k, k, 2]
+        for l in range(k + 1, K):
+            d11, d22, d12 = dC[k, l, 0], dC[k, l, 1], dC[k, l, 2]
+            G[k, k] += (Cbar[k, l] + Cbar[l, k]) * d11
+            G[l, l] += (Cbar[k, l] + Cbar[l, k]) * d22
+            G[k, l] += Cbar[k, l] * d12
+            G[l, k] += Cbar[l, k] * d12
         for m in range(M):
             G[k, k] += Dbar[k, m] * dD[k, m, 0]
             H[k, m] += Dbar[k, m] * dD[k, m, 1]

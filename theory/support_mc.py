@@ -19,10 +19,12 @@ So, given the support fields, the query loss eps(w'; u) = 1/2 e^T [Z^T C Z - 2 Z
 are traces with S (Cbar = 1/2 Z S Z^T, Dbar = -Z S U^T, the cotangent Zbar = (C Z - D U) S
 propagated back through the inner loop to phi and w: ``inner_backward``), and (w', u) = [Z; U] e
 is Gaussian, so the query part of the lr^2 term follows from Isserlis' theorem
-(``theory.fields.add_fourth_moments``). Only the support fields are sampled (and, for
+(``theory.fields.add_diffusion``). Only the support fields are sampled (and, for
 P > EXACT_NOISE_SUPPORT, the label noise: its basis would make a support set cost O(P^2)). The
 one part that is quartic in e through the inner loop's Jacobian (the support part of the lr^2
-term, second order) uses one sampled e per support set.
+term, second order) uses one sampled e per support set and its mirror image. maml (with a
+first-layer inner step, ``theory.maml``) adds per support set its difference to anil at the
+sampled e (``maml_difference``).
 
 Sampling. Fields z_p = S_Omega xi_p with S_Omega = Omega^(1/2) the symmetric square root and xi
 standard normals from scrambled Sobol points (pseudo-random ones beyond the dimension of the Sobol
@@ -34,10 +36,12 @@ and T unchanged): the sample set is then invariant, and since S_Omega commutes w
 that leaves Omega unchanged, the Monte Carlo right-hand side is exactly equivariant. A permutation-
 symmetric state (the plateau) stays symmetric, as in the exact dynamics.
 
-Control variates (inner_steps > 1). The same points give the one-step estimates, whose expectation
-is known in closed form (``theory.fewshot.one_step_loss_and_gradient``). Each component c of the
-loss and of the drift is estimated by x_c - beta_c (x1_c - exact1_c), beta_c = Cov(x_c, x1_c) /
-Var(x1_c) fitted on the same points.
+Control variates. The same points give the one-step estimates, whose expectation is known in
+closed form (``theory.fewshot.one_step_loss_and_gradient``), and the support moments C^, D^ (means
+C, D). The loss and drift (inner_steps > 1) are controlled by both, the lr^2 term by the support
+moments: the mean response minus hbar beta, beta the least-squares regression of the responses on
+the controls fitted on the same points, all from the sums of one parallel pass over the sets
+(``support_statistics``, ``controlled_mean``; docs/model.md §9.7).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from numba import njit, prange
 from scipy.special import ndtri
 from scipy.stats import qmc
 
+from metaode.simulations.fewshot import inner_loop_fields, inner_loop_reverse
 from metaode.theory.activations import Activations, g, g_prime
 from metaode.theory.anil import loss_cotangents
 from metaode.theory.fields import (
@@ -58,6 +63,7 @@ from metaode.theory.fields import (
     meta_loss,
     noise_weights,
     signed_i4_tensor,
+    student_pairs,
 )
 from metaode.theory.flow import chain_apply, chain_coefficients, overlap_drift
 
@@ -352,40 +358,77 @@ def terms_size(K: int, M: int) -> int:
 
 
 @njit(cache=True)
-def query_diffusion(Zs, steps, U, S, W, N, query, out, at, V, mean, cov) -> None:
+def query_diffusion(Zs, steps, U, root_S, W, N, pairs, query, out, at, X, Y, forms) -> None:
     """out[at:at + K(K+1)/2] = the query part of Phi of one support set (k <= l, in the order of
-    ``np.triu_indices(K)``): ``theory.fields.add_diffusion`` of the Gaussian y = (w', u) = V e,
-    V = [Z; U] (Z = Zs[steps]), over tasks, with mean V e_0 and covariance V S V^T without e_0,
-    divided by query. V (U in its last M rows), mean, cov: workspace."""
+    ``theory.fields.student_pairs``): ``theory.fields.add_diffusion`` of the Gaussian
+    y = (w', u) = V e, V = [Z; U] (Z = Zs[steps]), over tasks: mean V e_0 and covariance
+    sum_{j >= 1} S_j V_j V_j^T, i.e. X = [V_0 | sqrt(S_j) V_j] (root_S = sqrt(S)), divided by
+    query. X, Y, forms: workspace."""
     K, d = Zs.shape[1], Zs.shape[2]
-    n = V.shape[0]
-    for k in range(K):
-        for j in range(d):
-            V[k, j] = Zs[steps, k, j]
-    for a in range(n):
-        mean[a] = V[a, 0]
-        for b in range(a, n):
-            acc = 0.0
-            for j in range(1, d):
-                acc += V[a, j] * S[j] * V[b, j]
-            cov[a, b] = cov[b, a] = acc
-    for j in range(at, at + K * (K + 1) // 2):
+    M = U.shape[0]
+    for j in range(d):
+        for k in range(K):
+            X[k, j] = root_S[j] * Zs[steps, k, j]
+        for m in range(M):
+            X[K + m, j] = root_S[j] * U[m, j]
+    for j in range(at, at + pairs.shape[0]):
         out[j] = 0.0
-    add_diffusion(W, N, mean, cov, 1.0 / query, out, at)
+    add_diffusion(W, N, pairs, X, 1.0 / query, out, at, Y, forms)
+
+
+@njit(cache=True)
+def query_gradient_moment(c, C, D, F, noise, query, gbar, Gamma) -> None:
+    """Gamma = E_query[ghat ghat^T] = gbar gbar^T (1 - 1/query) + (sum_ab c_a c_b F_..ab +
+    noise^2 C) / query, the second moment of the query gradient ghat = (1/query) sum_q Delta_q
+    g(lambda_q) with respect to the adapted head, for the signed head c = (w', -u):
+    gbar = C w' - D u (docs/model.md §9.4)."""
+    K = C.shape[0]
+    n = c.shape[0]
+    for k in range(K):
+        acc = 0.0
+        for a in range(n):  # C w' - D u = sum_a (C | D)_ka c_a
+            acc += (C[k, a] if a < K else D[k, a - K]) * c[a]
+        gbar[k] = acc
+    for k in range(K):
+        for l in range(k, K):
+            cfc = 0.0
+            for a in range(n):
+                ca = 0.0
+                for b in range(n):
+                    ca += F[k, l, a, b] * c[b]
+                cfc += c[a] * ca
+            Gamma[k, l] = Gamma[l, k] = (gbar[k] * gbar[l] * (1.0 - 1.0 / query)
+                                         + (cfc + noise * noise * C[k, l]) / query)
+
+
+@njit(cache=True)
+def add_support_part(jac, Gamma, scale, out, at) -> None:
+    """out[at:at + K(K+1)/2] += scale (sum_p Jac_p Gamma Jac_p^T)_kl (k <= l): the support part
+    of Phi, lambdabar_p = Jac_p ghat, Gamma = ``query_gradient_moment``."""
+    P, K = jac.shape[0], jac.shape[1]
+    i = at
+    for k in range(K):
+        for l in range(k, K):
+            acc = 0.0
+            for p in range(P):
+                for a in range(K):
+                    ga = 0.0
+                    for b in range(K):
+                        ga += Gamma[a, b] * jac[p, l, b]
+                    acc += jac[p, k, a] * ga
+            out[i] += scale * acc
+            i += 1
 
 
 @njit(cache=True)
 def support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr, query, scale, out,
                       at, Zs_e, Y_e, c, gbar, Gamma, cot, phibar, proj_e, jac) -> None:
     """Add to out[at:at + K(K+1)/2] scale times the support part of Phi of one support set (second
-    order, docs/model.md §9.4): SD = sum_p Jac_p Gamma Jac_p^T at the task e, with
-    lambdabar_p = Jac_p ghat (``inner_backward`` on the heads projected on e, one pass per unit of
-    the head) and Gamma = E_query[ghat ghat^T] = gbar gbar^T (1 - 1/query) + (sum_ab c_a c_b
-    F_..ab + noise^2 C) / query, c = (w', -u) = (Z e, -U e), gbar = C w' - D u. The other arrays
-    are workspace."""
+    order, docs/model.md §9.4) at the task e: ``add_support_part`` with lambdabar_p = Jac_p ghat
+    (``inner_backward`` on the heads projected on e, one pass per unit of the head) and Gamma of
+    ``query_gradient_moment`` at c = (w', -u) = (Z e, -U e). The other arrays are workspace."""
     K, d = Zs.shape[1], Zs.shape[2]
     M = U.shape[0]
-    n = K + M
     P = phi.shape[0]
     for r in range(steps + 1):
         for k in range(K):
@@ -405,21 +448,7 @@ def support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr, que
         for j in range(d):
             acc += U[m, j] * e[j]
         c[K + m] = -acc
-    for k in range(K):
-        acc = 0.0
-        for a in range(n):  # C w' - D u = sum_a (C | D)_ka c_a
-            acc += (C[k, a] if a < K else D[k, a - K]) * c[a]
-        gbar[k] = acc
-    for k in range(K):
-        for l in range(k, K):
-            cfc = 0.0
-            for a in range(n):
-                ca = 0.0
-                for b in range(n):
-                    ca += F[k, l, a, b] * c[b]
-                cfc += c[a] * ca
-            Gamma[k, l] = Gamma[l, k] = (gbar[k] * gbar[l] * (1.0 - 1.0 / query)
-                                         + (cfc + noise * noise * C[k, l]) / query)
+    query_gradient_moment(c, C, D, F, noise, query, gbar, Gamma)
     for j in range(K):
         for k in range(K):
             cot[k, 0] = 1.0 if k == j else 0.0
@@ -427,18 +456,147 @@ def support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr, que
         for p in range(P):
             for k in range(K):
                 jac[p, k, j] = phibar[p, k] * gp[p, k]
-    i = at
+    add_support_part(jac, Gamma, scale, out, at)
+
+
+@njit(cache=True)
+def task_vector(task, i, M, task_std, sign, e) -> None:
+    """e = (1, sign task_std eta, sign zeta) of support set i (task[i] = (eta, zeta); zeta only
+    where e has its columns): the set's sampled task, sign = -1 its mirror image."""
+    e[0] = 1.0
+    for m in range(M):
+        e[1 + m] = sign * task_std * task[i, m]
+    for j in range(e.shape[0] - 1 - M):
+        e[1 + M + j] = sign * task[i, M + j]
+
+
+@njit(cache=True)
+def maml_head_terms(acts, lams, ws, y, eye, u, C, D, inner_lr, steps, adapt_J, second_order, z,
+                    row, lb, gq) -> None:
+    """Write (loss, Cbar, Dbar, SQ, SR, wbar) of one support set at one task (head u, labels y)
+    into ``row`` (the layout of ``terms_size``) from the field-space inner loop (lams, ws) of
+    ``simulations.fewshot.inner_loop_fields``: loss = eps(w'; u) without the head term
+    1/2 u^T E u, Cbar = 1/2 w' w'^T, Dbar = -w' u^T; second order: wbar and lambdabar_p from the
+    reverse pass (``inner_loop_reverse``) of the cotangent gq = C w' - D u on w',
+    SQ = sum_p lambdabar_p lambda_p^T, SR = sum_p lambdabar_p nu_p^T; first order: SQ = SR = 0,
+    wbar = C w' - D u. lb (P x K), gq (K): workspace."""
+    K, M = D.shape
+    P = lb.shape[0]
+    wp = ws[steps]
+    loss = 0.0
     for k in range(K):
-        for l in range(k, K):
+        cw, du = 0.0, 0.0
+        for l in range(K):
+            cw += C[k, l] * wp[l]
+        for m in range(M):
+            du += D[k, m] * u[m]
+        gq[k] = cw - du
+        loss += wp[k] * (0.5 * cw - du)
+    row[0] = loss
+    i = 1
+    for k in range(K):
+        for l in range(K):
+            row[i] = 0.5 * wp[k] * wp[l]
+            i += 1
+    for k in range(K):
+        for m in range(M):
+            row[i] = -wp[k] * u[m]
+            i += 1
+    if not second_order:
+        for j in range(i, i + K * K + K * M):
+            row[j] = 0.0
+        i += K * K + K * M
+        for k in range(K):
+            row[i + k] = gq[k]
+        return
+    lb[:, :] = 0.0
+    wbar = inner_loop_reverse(acts, lams, ws, y, eye, inner_lr, P, adapt_J, lb, gq)
+    n = z.shape[1]
+    for k in range(K):
+        for a in range(n):  # SQ (a < K) then SR (a >= K)
             acc = 0.0
             for p in range(P):
-                for a in range(K):
-                    ga = 0.0
-                    for b in range(K):
-                        ga += Gamma[a, b] * jac[p, l, b]
-                    acc += jac[p, k, a] * ga
-            out[i] += scale * acc
-            i += 1
+                acc += lb[p, k] * z[p, a]
+            if a < K:
+                row[i + k * K + a] = acc
+            else:
+                row[i + K * K + k * M + (a - K)] = acc
+    i += K * K + K * M
+    for k in range(K):
+        row[i + k] = wbar[k]
+
+
+@njit(cache=True)
+def maml_support_diffusion(acts, lams, ws, y, eye, inner_lr, adapt_J, u, C, D, F, noise, query,
+                           scale, out, at, lb, jac, c, gbar, Gamma, unit) -> None:
+    """Add to out[at:at + K(K+1)/2] scale times the support part of Phi (second order) of one
+    support set at one task with the field-space inner loop (lams, ws): ``add_support_part``
+    with Jac_p = dlambdabar_p / dwbar' (``inner_loop_reverse`` of unit cotangents) and Gamma of
+    ``query_gradient_moment`` at c = (w', -u). The other arrays are workspace."""
+    K, M = D.shape
+    P = lb.shape[0]
+    steps = ws.shape[0] - 1
+    for k in range(K):
+        c[k] = ws[steps, k]
+    for m in range(M):
+        c[K + m] = -u[m]
+    query_gradient_moment(c, C, D, F, noise, query, gbar, Gamma)
+    for j in range(K):
+        for k in range(K):
+            unit[k] = 1.0 if k == j else 0.0
+        lb[:, :] = 0.0
+        inner_loop_reverse(acts, lams, ws, y, eye, inner_lr, P, adapt_J, lb, unit)
+        for p in range(P):
+            for k in range(K):
+                jac[p, k, j] = lb[p, k]
+    add_support_part(jac, Gamma, scale, out, at)
+
+
+@njit(cache=True)
+def maml_difference(acts, z, Y, U, e, w, C, D, F, noise, inner_lr, steps, second_order, query,
+                    with_gradients, with_lr2_term, W, N, pairs, out, at, eye, lam, y, u, row, lb,
+                    gq, X1, Y1, forms1, jac, c, gbar, Gamma, unit) -> None:
+    """Add to ``out`` the maml - anil difference of one support set at its sampled task e
+    (docs/model.md §11.3), both through the field-space inner loop
+    ``simulations.fewshot.inner_loop_fields`` with the support inputs' Gram matrix at its limit,
+    the identity ``eye`` (adapt_J for maml, not for anil): to out[:terms_size] (with_gradients)
+    the difference of ``maml_head_terms``; to out[at:at + K(K+1)/2] (with_lr2_term) that of the
+    query part of Phi at this one task (``add_diffusion`` of the head y = (w', u) without spread,
+    divided by query) and, second order, of ``maml_support_diffusion``. The other arrays are
+    workspace."""
+    P, K = lam.shape
+    M = U.shape[0]
+    d = e.shape[0]
+    for p in range(P):
+        acc = 0.0
+        for j in range(d):
+            acc += Y[p, j] * e[j]
+        y[p] = acc
+        for k in range(K):
+            lam[p, k] = z[p, k]
+    for m in range(M):
+        acc = 0.0
+        for j in range(d):
+            acc += U[m, j] * e[j]
+        u[m] = acc
+    for variant in range(2):
+        adapt_J = variant == 0
+        sign = 1.0 if adapt_J else -1.0
+        lams, ws, _ = inner_loop_fields(acts, lam, y, eye, w, inner_lr, steps, P, adapt_J)
+        if with_gradients:
+            maml_head_terms(acts, lams, ws, y, eye, u, C, D, inner_lr, steps, adapt_J,
+                            second_order, z, row, lb, gq)
+            for j in range(row.shape[0]):
+                out[j] += sign * row[j]
+        if with_lr2_term:
+            for k in range(K):
+                X1[k, 0] = ws[steps, k]
+            for m in range(M):
+                X1[K + m, 0] = u[m]
+            add_diffusion(W, N, pairs, X1, sign / query, out, at, Y1, forms1)
+            if second_order:
+                maml_support_diffusion(acts, lams, ws, y, eye, inner_lr, adapt_J, u, C, D, F,
+                                       noise, query, sign, out, at, lb, jac, c, gbar, Gamma, unit)
 
 
 #: Support sets per chunk of ``support_statistics``: the chunks are summed in order, so its result
@@ -449,7 +607,7 @@ CHUNK = 64
 @njit(cache=True, parallel=True)
 def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_lr, steps,
                        second_order, query, fields, task, C, D, E, F, L, known1, with_gradients,
-                       with_lr2_term):
+                       with_lr2_term, maml):
     """(hbar, rbar, S_hh, S_hr) over the support sets (``fields``, ``task``) of the control variates
     h (mean zero) and the responses r of each set, with the centred cross-products
     S_hh = sum_i (h_i - hbar)(h_i - hbar)^T and S_hr = sum_i (h_i - hbar)(r_i - rbar)^T.
@@ -460,7 +618,9 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
     mirror image (1, -task_std eta, -zeta): SD is a polynomial of degree 4 in (eta, zeta), whose
     odd terms the pair cancels exactly), where g and g1 are the (loss, Cbar, Dbar,
     SQ, SR, wbar) of ``gradient_terms`` after all and after one inner step (one forward pass), L
-    the ``drift_map`` and known1 the exact one-step drift (loss first).
+    the ``drift_map`` and known1 the exact one-step drift (loss first). With ``maml`` r also gets
+    the set's maml - anil difference at its sampled task (``maml_difference``), so that the
+    statistics are maml's.
 
     One pass over the sets in chunks of CHUNK, in parallel (``prange``), each chunk summing h, r,
     h h^T and h r^T; the chunks' sums are added in order and centred at the end (hbar is a Monte
@@ -472,10 +632,12 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
     K, M = R.shape
     n_pts, P, n = fields.shape
     U, S, d = task_basis_maps(u0, task_std, noise, P)
+    root_S = np.sqrt(S)
     omega = field_covariance(Q, R, T)
     root = symmetric_root(omega)
     W = signed_i4_tensor(acts, omega, K) if with_lr2_term else np.zeros((K, K, n, n))
     N = noise_weights(acts, omega, K, noise)
+    pairs = student_pairs(K)
     DU = np.zeros((K, d))
     for k in range(K):
         for j in range(d):
@@ -496,11 +658,14 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
         Zs = np.empty((steps + 1, K, d))
         Zbar, phibar, proj = np.empty((K, d)), np.empty((P, K)), np.empty((P, d))
         g1, h, r = np.empty(size), np.empty(p), np.empty(nr)
-        V, mean, cov, e = np.empty((n, d)), np.empty(n), np.empty((n, n)), np.empty(d)
-        V[K:] = U
+        X, Yw, forms = np.empty((n, d)), np.empty((n, d)), np.empty((pairs.shape[0], d, d))
+        e = np.empty(d)
         Zs_e, Y_e, c, gbar = np.empty((steps + 1, K, 1)), np.empty((P, 1)), np.empty(n), np.empty(K)
         Gamma, cot, proj_e = np.empty((K, K)), np.empty((K, 1)), np.empty((P, 1))
         jac = np.empty((P, K, K))
+        eye, lam, y, u = np.eye(P), np.empty((P, K)), np.empty(P), np.empty(M)
+        row, lb, gq, unit = np.empty(size), np.empty((P, K)), np.empty(K), np.empty(K)
+        X1, Y1, forms1 = np.empty((n, 1)), np.empty((n, 1)), np.empty((pairs.shape[0], 1, 1))
         for i in range(ch * CHUNK, min(n_pts, (ch + 1) * CHUNK)):
             support_features(chunk_acts, fields, i, task, root, K, u0, noise, z, phi, gp, Y)
             inner_forward(phi, Y, w, inner_lr, Zs)
@@ -520,17 +685,18 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
                         acc += L[a, j] * g1[j]
                     h[a] = acc
             if with_lr2_term:
-                query_diffusion(Zs, steps, U, S, W, N, query, r, ng, V, mean, cov)
+                query_diffusion(Zs, steps, U, root_S, W, N, pairs, query, r, ng, X, Yw, forms)
                 for mirror in range(2 if second_order else 0):
-                    sign = 1.0 - 2.0 * mirror  # the set's task, then its mirror image
-                    e[0] = 1.0
-                    for m in range(M):
-                        e[1 + m] = sign * task_std * task[i, m]
-                    for j in range(d - 1 - M):
-                        e[1 + M + j] = sign * task[i, M + j]
+                    task_vector(task, i, M, task_std, 1.0 - 2.0 * mirror, e)
                     support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr,
                                       query, 0.5, r, ng, Zs_e, Y_e, c, gbar, Gamma, cot, phibar,
                                       proj_e, jac)
+            if maml:
+                task_vector(task, i, M, task_std, 1.0, e)
+                maml_difference(chunk_acts, z, Y, U, e, w, C, D, F, noise, inner_lr, steps,
+                                second_order, query, with_gradients, with_lr2_term, W, N, pairs,
+                                r, ng, eye, lam, y, u, row, lb, gq, X1, Y1, forms1, jac, c, gbar,
+                                Gamma, unit)
             for a in range(p):
                 ha = h[a]
                 sum_h[ch, a] += ha

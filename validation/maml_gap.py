@@ -9,7 +9,11 @@ fields and the two algorithms differ by O(1/P) at any N.
 ``maml_anil_gap`` runs both algorithms with the same seed (``simulations.fewshot`` consumes
 identical draws for both: the same tasks, support and query inputs) and measures the gap
 max_t max_i |y_maml,i(t) - y_anil,i(t)| over the recorded order parameters y = (Q, R, w), for
-several N; ``gap_figure`` plots it against N on log-log axes with the fitted slope.
+several N. ``theory_gap`` gives the same measure for the ODEs (docs/model.md §11): both theories
+solved on the same Monte Carlo points, its uncertainty the spread of the gaps of the independent
+streams (§10), and the signed difference maml - anil of every column with its uncertainty.
+``gap_figure`` plots the simulated gap against N on log-log axes with the fitted slope, and the
+theory's gap (the N -> infinity limit) as a band.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from matplotlib.figure import Figure
 
 from metaode.config import Config
 from metaode.simulations.run import simulate_seed
+from metaode.solvers.integrate import STREAM_RTOL_FRACTION, integrate, solve
+from metaode.theory.state import column_names
+from metaode.theory.system import build_system
 from metaode.validation.plots import save_figure
 
 
@@ -49,6 +56,42 @@ def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
             "slope": slope}
 
 
+def theory_gap(config: Config) -> dict:
+    """The maml - anil gap of the theory (finite support), both solved on maml's final sample.
+
+    Returns {"gap": max_t max_i |y_maml,i - y_anil,i| of the pooled trajectories, "gap_err": std_b
+    gap_b / sqrt(B) over the B streams, "alpha": records, "difference": {column: maml - anil},
+    "difference_err": {column: std_b / sqrt(B) of the streams' differences}, "tasks": budget}.
+    With one inner step the two theories are identical and the gap is 0 exactly.
+    """
+    maml = config.replace("training.algorithm", "maml")
+    pooled_maml = solve(build_system(maml))
+    budget = pooled_maml.monte_carlo["tasks"]
+    maml_system = build_system(maml).with_budget(budget)
+    anil_system = build_system(config.replace("training.algorithm", "anil")).with_budget(budget)
+    pooled_anil = integrate(anil_system)
+    loose = {"rtol": max(config.solver.rtol, STREAM_RTOL_FRACTION * config.theory.mc_rtol),
+             "metatest": False}
+    names = [n for n in pooled_maml.observables if n in pooled_anil.observables
+             and not n.startswith("align_")] + column_names(config.K, config.M)
+    per_stream = []
+    for sm, sa in zip(maml_system.stream_systems(), anil_system.stream_systems(), strict=True):
+        m, a = integrate(sm, **loose), integrate(sa, **loose)
+        per_stream.append({"gap": float(np.max(np.abs(m.states - a.states))),
+                           **{n: m.column(n) - a.column(n) for n in names}})
+    B = len(per_stream)
+    return {
+        "gap": float(np.max(np.abs(pooled_maml.states - pooled_anil.states))),
+        "gap_err": float(np.std([p["gap"] for p in per_stream], ddof=1) / np.sqrt(B)),
+        "alpha": pooled_maml.alpha.tolist(),
+        "difference": {n: (pooled_maml.column(n) - pooled_anil.column(n)).tolist()
+                       for n in names},
+        "difference_err": {n: (np.std([p[n] for p in per_stream], axis=0, ddof=1)
+                               / np.sqrt(B)).tolist() for n in names},
+        "tasks": int(budget),
+    }
+
+
 def gap_figure(results: dict[str, dict], path: str) -> None:
     """Log-log figure of the gap against N, one series per label (e.g. inner_steps = 1, 2)."""
     fig = Figure(figsize=(5.5, 4.0), layout="constrained")
@@ -56,8 +99,15 @@ def gap_figure(results: dict[str, dict], path: str) -> None:
     ax = fig.add_subplot()
     for label, res in results.items():
         N = np.asarray(res["N"], float)
-        ax.errorbar(N, res["mean"], yerr=res["stderr"], marker="o", capsize=3,
-                    label=f"{label} (slope {res['slope']:.2f})")
+        bar = ax.errorbar(N, res["mean"], yerr=res["stderr"], marker="o", capsize=3,
+                          label=f"{label} (slope {res['slope']:.2f})")
+        theory = res.get("theory")
+        if theory is not None and theory["gap"] > 0:
+            colour = bar.lines[0].get_color()
+            ax.axhline(theory["gap"], color=colour, ls="--", lw=1,
+                       label=f"{label}: theory (N -> infinity)")
+            ax.axhspan(theory["gap"] - 2 * theory["gap_err"], theory["gap"] + 2 * theory["gap_err"],
+                       color=colour, alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("N")

@@ -18,6 +18,12 @@ first, then c12, c13, ... row-major), s the student's activation and f, h either
     I3(s, f; c11, c22, c33, c12, c13, c23) = E[s'(z1) z2 f(z3)]
     I4(s, f, h; c11, .., c34)            = E[s'(z1) s'(z2) f(z3) h(z4)]
     J2(s; c11, c22, c12)                 = E[s'(z1) s'(z2)]
+    I4_forms(s, t; omega, K, pairs, X, parallel, out) writes, for (k, l) = pairs[p],
+        out[p, i, j] = sum_ab X_ai X_bj I4(k, l, a, b) = E[s'(z_k) s'(z_l) h_i(z) h_j(z)],
+        h_i(z) = sum_a X_ai f_a(z_a), with z ~ N(0, omega) the n fields (f_a = s for a < K, t
+        otherwise), X: n x m, out: P x m x m: the slices I4(k, l, ., .) of P pairs of student
+        fields as quadratic forms on the columns of X; with ``parallel`` the pairs may run in
+        numba's threads (each pair computed as without: the same result)
     dI2_dc11, dI2_dc22, dI2_dc12 (f, h; ..): the partial derivatives of I2
     J2_gradient, I3_gradient, I4_gradient: tuples of all partial derivatives
 
@@ -28,6 +34,12 @@ the rule of ``quadrature.path_rule``, which an implementation may use or ignore:
     F4(f1, f2, f3, f4; C4, nodes, weights)          = E[f1(z1) f2(z2) f3(z3) f4(z4)]
     F4_gradient(f1, f2, f3, f4; C4, nodes, weights) = dF4/dC4, a 4 x 4 array: off the diagonal
         the derivative along the symmetric pair (C4_pq and C4_qp moved together), on it d/dC4_pp
+
+``I4_forms`` is optional: a pair whose module does not implement it (``own_I4_forms``) gets
+``I4_forms_from_I4``, the slices entry by entry from I4. An implementation that shares the work of
+one (k, l) across its (a, b) and runs the pairs in parallel threads, as erf's does, is what makes
+the lr^2 term of large networks affordable (numba cannot hand a marker to the threads of a
+``prange`` loop, so the activation's module runs them itself, on marker-free kernels).
 
 The theory calls them with the student's activation in the first two positions (and wherever a
 field is a student's), so a pair's module implements the orders (s, s, s, s), (s, s, s, t) and
@@ -50,6 +62,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
 from metaode.theory.generic import generic_function, is_instance_of
 
 
@@ -70,6 +86,7 @@ dI2_dc12 = _unresolved("dI2_dc12")
 J2_gradient = _unresolved("J2_gradient")
 I3_gradient = _unresolved("I3_gradient")
 I4_gradient = _unresolved("I4_gradient")
+I4_forms = _unresolved("I4_forms")
 F4 = _unresolved("F4")
 F4_gradient = _unresolved("F4_gradient")
 
@@ -82,15 +99,20 @@ class Activations(NamedTuple):
 
 @dataclass(frozen=True)
 class Activation:
-    """A registered activation: its config name, its marker and a one-line formula."""
+    """A registered activation: its config name, its marker, a one-line formula and whether g is
+    smooth (twice continuously differentiable: the maml theory's pathwise reverse pass through
+    the support fields' shift needs g'', docs/model.md §11)."""
 
     name: str
     marker: Any
     formula: str
+    smooth: bool = True
 
 
 _REGISTRY: dict[str, Activation] = {}
 _PAIRS: set[tuple[str, str]] = set()
+#: (student, teacher) marker classes whose module implements ``I4_forms`` itself.
+_OWN_I4_FORMS: set[tuple[type, type]] = set()
 
 
 #: Whether an overload's argument type is that of the marker class ``cls`` (``theory.generic``).
@@ -135,3 +157,59 @@ def activations(student: str, teacher: str) -> Activations:
                        f"(student {student!r}, teacher {teacher!r})")
     return Activations(activation(student).marker, activation(teacher).marker)
 
+
+def own_I4_forms(student: type, teacher: type) -> None:
+    """Declare that the module of the pair (student, teacher) of marker classes implements
+    ``I4_forms`` (its own overload); every other pair gets ``I4_forms_from_I4``."""
+    _OWN_I4_FORMS.add((student, teacher))
+
+
+@njit(cache=True)
+def quadratic_forms(row: np.ndarray, X: np.ndarray, Y: np.ndarray, out: np.ndarray) -> None:
+    """out = X^T row X for a symmetric n x n ``row`` and X: n x m, through Y = row X (n x m, work
+    space); written out (no BLAS call: the threads of ``I4_forms`` run it side by side)."""
+    n, m = X.shape
+    for a in range(n):
+        for j in range(m):
+            acc = 0.0
+            for b in range(n):
+                acc += row[a, b] * X[b, j]
+            Y[a, j] = acc
+    for i in range(m):
+        for j in range(i, m):
+            acc = 0.0
+            for a in range(n):
+                acc += X[a, i] * Y[a, j]
+            out[i, j] = out[j, i] = acc
+
+
+@njit(cache=True)
+def I4_forms_from_I4(s, t, omega, K, pairs, X, out):
+    """``I4_forms`` from one I4 per entry a <= b of each slice, the pairs one after the other:
+    I4(s, s, s; ..) for two student fields, I4(s, s, t; ..) for a student field a and a teacher
+    field b, I4(s, t, t; ..) for two teacher fields."""
+    n = omega.shape[0]
+    row, Y = np.empty((n, n)), np.empty((n, X.shape[1]))
+    for p in range(pairs.shape[0]):
+        k, l = pairs[p, 0], pairs[p, 1]
+        for a in range(n):
+            for b in range(a, n):
+                args = (omega[k, k], omega[l, l], omega[a, a], omega[b, b], omega[k, l],
+                        omega[k, a], omega[k, b], omega[l, a], omega[l, b], omega[a, b])
+                if b < K:
+                    v = I4(s, s, s, *args)
+                elif a < K:
+                    v = I4(s, s, t, *args)
+                else:
+                    v = I4(s, t, t, *args)
+                row[a, b] = row[b, a] = v
+        quadratic_forms(row, X, Y, out[p])
+
+
+@overload(I4_forms)
+def _I4_forms_from_I4(s, t, omega, K, pairs, X, parallel, out):
+    if not (isinstance(s, types.BaseNamedTuple) and isinstance(t, types.BaseNamedTuple)):
+        return None
+    if (s.instance_class, t.instance_class) not in _OWN_I4_FORMS:
+        return lambda s, t, omega, K, pairs, X, parallel, out: I4_forms_from_I4(s, t, omega, K,
+                                                                              pairs, X, out)
