@@ -273,7 +273,8 @@ def fewshot_rows() -> list[dict[str, str]]:
     for steps in (1, 2):
         config = default.replace("training.inner_steps", steps)
         warm = config.replace({"training.alpha_max": 1.0, "output.points": 2,
-                               "theory.mc_tasks": 64, "theory.mc_rtol": 0.0})
+                               "metatest.at": [0.0], "theory.mc_tasks": 64,
+                               "theory.mc_rtol": 0.0})
         solve(build_system(warm))
         start, cpu0 = time.perf_counter(), time.process_time()
         traj = solve(build_system(config))
