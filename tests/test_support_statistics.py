@@ -22,6 +22,7 @@ from metaode.theory.activations import path_rule
 from metaode.theory.fewshot import four_point_tensor, one_step_terms
 from metaode.theory.fields import error_blocks, field_covariance
 from metaode.theory.support_mc import (
+    SETS_PER_CONTROL,
     controlled_mean,
     drift_map,
     drift_vector,
@@ -80,7 +81,8 @@ def test_controlled_mean_is_the_least_squares_estimate(second_order: bool) -> No
     """hbar, rbar, S_hh, S_hr against numpy from the sets' own (h, r) (one-set calls give a set's h
     and r as the means), to 1e-12 of their scale; the controlled means of the drift terms (all
     controls) and of Phi (the support moments) against ``np.linalg.lstsq`` of the centred r on
-    the centred h, to 1e-6 of their standard error (spread / sqrt(n)): the normal equations lose
+    the centred h, to 1e-6 of their standard error (spread / sqrt(n)), and with fewer than
+    SETS_PER_CONTROL sets per control the plain mean rbar; the normal equations lose
     the square of the controls' condition number to rounding where lstsq loses it once (second
     order: correlation matrix condition 1.6e4, difference 2e-8 standard errors measured; first
     order: the one-step wbar is linear in the support moments, an exactly singular direction
@@ -102,9 +104,15 @@ def test_controlled_mean_is_the_least_squares_estimate(second_order: bool) -> No
     for (h0, r0, r1) in ((0, 0, size), (nx, size, r.shape[1])):
         beta = np.linalg.lstsq(hc[:, h0:], rc[:, r0:r1], rcond=1e-10)[0]
         expected = r[:, r0:r1].mean(axis=0) - h[:, h0:].mean(axis=0) @ beta
-        got = controlled_mean(hbar, rbar, S_hh, S_hr, h0, h.shape[1], r0, r1)
+        p = h.shape[1] - h0
+        assert len(r) >= SETS_PER_CONTROL * p
+        got = controlled_mean(hbar, rbar, S_hh, S_hr, h0, h.shape[1], r0, r1, len(r))
         se = r[:, r0:r1].std(axis=0) / np.sqrt(len(r))
         np.testing.assert_array_less(np.abs(got - expected), 1e-6 * se + 1e-15)
+        # too few sets per control: the plain mean
+        few = controlled_mean(hbar, rbar, S_hh, S_hr, h0, h.shape[1], r0, r1,
+                              SETS_PER_CONTROL * p - 1)
+        np.testing.assert_array_equal(few, rbar[r0:r1])
 
 
 def query_loss_cotangent(z, w, u, zeta, C, D, steps):

@@ -330,13 +330,14 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
         F, L, drift, several, lr2_term, flow.maml and several)
     nx = L.shape[0] if several else 0
     size = terms_size(K, M) if several else 0
+    n = flow.fields.shape[0]
     if several:
         drift = drift_of_terms(flow.acts, controlled_mean(mean_h, mean_r, S_hh, S_hr, 0,
-                                                          mean_h.shape[0], 0, size),
+                                                          mean_h.shape[0], 0, size, n),
                                Q, R, T, K, M)
     if lr2_term:
         packed = controlled_mean(mean_h, mean_r, S_hh, S_hr, nx, mean_h.shape[0], size,
-                                 mean_r.shape[0])
+                                 mean_r.shape[0], n)
         i = 0
         for k in range(K):
             for l in range(k, K):

@@ -734,16 +734,25 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
 #: fraction of the largest.
 PINV_RTOL = 1e-10
 
+#: ``controlled_mean`` regresses on p controls only with at least this many support sets per
+#: control (n >= 4 p): the fitted regression inflates the residual variance by
+#: (n - 2) / (n - p - 2) (<= 1.35 here) and, with n <= p + 1, interpolates the sets exactly (an
+#: arbitrary estimate, which made a right-hand side on 8 sets with 16 controls blow up).
+SETS_PER_CONTROL = 4
+
 
 @njit(cache=True)
-def controlled_mean(mean_h, mean_r, S_hh, S_hr, h0, h1, r0, r1) -> np.ndarray:
+def controlled_mean(mean_h, mean_r, S_hh, S_hr, h0, h1, r0, r1, n) -> np.ndarray:
     """rbar - hbar beta for the responses r0..r1 - 1 with the control variates h0..h1 - 1 (mean
-    zero) of ``support_statistics``: beta = S_hh^+ S_hr, the least-squares regression of the
-    centred responses on the centred controls, fitted on the same points. The pseudo-inverse is
-    taken of the controls' correlation matrix (S_hh scaled to unit diagonal; a constant control
-    is dropped), its eigenvalues below PINV_RTOL of the largest dropped."""
+    zero) of ``support_statistics`` over n sets: beta = S_hh^+ S_hr, the least-squares
+    regression of the centred responses on the centred controls, fitted on the same points. The
+    pseudo-inverse is taken of the controls' correlation matrix (S_hh scaled to unit diagonal; a
+    constant control is dropped), its eigenvalues below PINV_RTOL of the largest dropped. With
+    fewer than SETS_PER_CONTROL sets per control: rbar, the plain mean."""
     out = mean_r[r0:r1].copy()
     p = h1 - h0
+    if n < SETS_PER_CONTROL * p:
+        return out
     scale = np.zeros(p)
     for a in range(p):
         if S_hh[h0 + a, h0 + a] > 0.0:
