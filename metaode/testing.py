@@ -18,7 +18,8 @@ kinds (``Broken.kind``), with ``scale`` their parameter:
 - COLLAPSE: only Q_01 moves, dQ_01/dalpha = Q_01: it overtakes sqrt(Q_00 Q_11) (lost covariance);
 - DRIFT: a straight line, dR_00/dalpha = dR_10/dalpha = 0.9 (K = M = 2), into an invalid Omega;
 - FRAGILE: the sgd flow, but the right-hand side raises ZeroDivisionError where Q_00 > scale;
-- NAN_OBSERVABLE: the sgd flow, its error NaN where Q_00 > scale.
+- NAN_OBSERVABLE: the sgd flow, its error NaN where Q_00 > scale;
+- NAN_RHS: the sgd flow, dQ_00/dalpha NaN where Q_00 > scale.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from metaode.theory.anil import ANILFlow
 from metaode.theory.sgd import SGDSystem
 from metaode.theory.system import flow_observables, flow_rhs, is_flow
 
-SQUARE, COLLAPSE, DRIFT, FRAGILE, NAN_OBSERVABLE = range(5)
+SQUARE, COLLAPSE, DRIFT, FRAGILE, NAN_OBSERVABLE, NAN_RHS = range(6)
 
 
 class Broken(NamedTuple):
@@ -60,7 +61,10 @@ def _broken_rhs(flow, y):
                 return dy
             if flow.kind == FRAGILE and y[0] > flow.scale:
                 raise ZeroDivisionError("division by zero")
-            return flow_rhs(flow.base, y)
+            out = flow_rhs(flow.base, y)
+            if flow.kind == NAN_RHS and y[0] > flow.scale:
+                out[0] = np.nan
+            return out
         return rhs
 
 

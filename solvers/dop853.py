@@ -52,11 +52,15 @@ def _rms(x: np.ndarray) -> float:
 @njit(cache=True)
 def _evaluate(flow, x, K, s) -> bool:
     """K[s] = f(x); False if the right-hand side raised (a compiled kernel's ZeroDivisionError, a
-    failed factorisation: the integration stops there, as with scipy's solvers)."""
+    failed factorisation) or is not finite: the integration stops there, as in
+    ``solvers.integrate`` with scipy's solvers (a NaN would otherwise make the step size NaN)."""
     try:
         K[s] = flow_rhs(flow, x)
     except Exception:  # noqa: BLE001
         return False
+    for i in range(K.shape[1]):
+        if not np.isfinite(K[s, i]):
+            return False
     return True
 
 

@@ -65,11 +65,18 @@ class _Stopped(Exception):
 
 
 def _guarded(rhs: Callable[[float, np.ndarray], np.ndarray]) -> Callable:
+    """rhs, raising _Stopped where it raises one of RHS_ERRORS or returns a value that is not
+    finite (scipy's step control would shrink the step on NaN until it is too small)."""
     def f(alpha: float, y: np.ndarray) -> np.ndarray:
         try:
-            return rhs(alpha, y)
+            out = rhs(alpha, y)
         except RHS_ERRORS as err:
             raise _Stopped(alpha, err) from err
+        if not np.all(np.isfinite(out)):
+            i = int(np.argmax(~np.isfinite(out)))
+            raise _Stopped(alpha, FloatingPointError(
+                f"component {i} of the right-hand side is not finite ({out[i]})"))
+        return out
 
     return f
 
@@ -299,12 +306,12 @@ def _compiled(system: ODESystem, times: np.ndarray, y0: np.ndarray, rtol: float,
 
 
 def _rhs_failure(system: ODESystem, alpha: float, y: np.ndarray) -> str:
-    """The message of a right-hand side that raised in compiled code at y: the exception that
-    the same compiled function raises when called from Python there."""
+    """The message of a right-hand side that raised or was not finite in compiled code at y: what
+    the same compiled function gives when called from Python there (``_guarded``)."""
     try:
-        system.rhs(alpha, y)
-    except RHS_ERRORS as err:
-        return str(_Stopped(alpha, err))
+        _guarded(system.rhs)(alpha, y)
+    except _Stopped as err:
+        return str(err)
     return f"the right-hand side failed at alpha = {alpha:.6g}"
 
 

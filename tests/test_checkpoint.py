@@ -297,18 +297,31 @@ SWEEP_PARAMS = ["--param", "training.inner_lr=0.25:2:12:log", "--param", "traini
 SWEEP_POINTS = 144
 
 
+#: Run by the test below: the import of ``metaode.cli.program`` says so on stdout, then takes 60 s
+#: (a finder that sleeps), so a signal sent after that line always arrives inside the import.
+SLOW_IMPORT = """
+import sys, time
+class SlowProgram:
+    def find_spec(self, name, path=None, target=None):
+        if name == "metaode.cli.program":
+            print("importing", flush=True)
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, SlowProgram())
+from metaode.cli.entry import main
+sys.exit(main())
+"""
+
+
 def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
-    """SIGINT during the imports of the console script (``metaode.cli.entry``): one line, status
-    130, nothing written. The signal is sent 0.1 s after the process reports it is about to import
-    the command line, which takes >= 0.4 s (numpy, scipy, numba, matplotlib)."""
-    code = ("import sys; print('ready', flush=True); from metaode.cli.entry import main; "
-            "sys.exit(main())")
+    """SIGINT during the import of the command line by the console script
+    (``metaode.cli.entry``): one line, status 130, nothing written. The import is held open by a
+    sleeping finder, so the signal arrives inside it however fast the machine imports."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", code, "solve", "missing.toml", "--out",
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, "solve", "missing.toml", "--out",
                              str(out)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"
-    time.sleep(0.1)
+    assert proc.stdout.readline() == "importing\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT

@@ -23,7 +23,7 @@ from metaode.config import PSD_TOLERANCE, Config, ConfigError
 from metaode.io import read_csv
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import COMPILED, solve
-from metaode.testing import DRIFT, FRAGILE, NAN_OBSERVABLE, BrokenSystem
+from metaode.testing import DRIFT, FRAGILE, NAN_OBSERVABLE, NAN_RHS, BrokenSystem
 from metaode.theory.state import unpack
 from metaode.theory.system import build_system, state_problem
 from metaode.trajectory import DIVERGED, SUCCESS
@@ -153,7 +153,8 @@ def test_integration_that_leaves_the_covariances_stops_there(method):
 @pytest.mark.parametrize("method", INTEGRATORS)
 def test_failing_right_hand_side_and_observable_are_divergences(method):
     """``flows.FRAGILE``: the sgd flow whose compiled right-hand side raises ZeroDivisionError
-    where Q_00 > 0.52;
+    where Q_00 > 0.52; ``flows.NAN_RHS``: its right-hand side is NaN there (a failure like the
+    exception, not a step size shrunk to NaN or to nothing);
     ``flows.NAN_OBSERVABLE``: its error is NaN there (first reached at the record alpha = 1.7)."""
     config = Config.from_dict(SGD).replace({"training.alpha_max": 3.0, "output.points": 31})
     plain = solve(build_system(config), method=method)
@@ -168,6 +169,12 @@ def test_failing_right_hand_side_and_observable_are_divergences(method):
     assert 2 <= len(fragile.alpha) <= crossing
     assert alpha_of(fragile.message) > fragile.alpha[-1]
     np.testing.assert_array_equal(fragile.states, plain.states[: len(fragile.alpha)])
+    not_finite = solve(BrokenSystem(config, NAN_RHS, 0.52), method=method)
+    assert not_finite.status == DIVERGED
+    assert not_finite.message == fragile.message.replace(
+        "ZeroDivisionError: division by zero",
+        "FloatingPointError: component 0 of the right-hand side is not finite (nan)")
+    np.testing.assert_array_equal(not_finite.states, fragile.states)
 
     nan = solve(BrokenSystem(config, NAN_OBSERVABLE, 0.52), method=method)
     first = crossing

@@ -12,8 +12,9 @@ max_t max_i |y_maml,i(t) - y_anil,i(t)| over the recorded order parameters y = (
 several N. ``theory_gap`` gives the same measure for the ODEs (docs/model.md §11): both theories
 solved on the same Monte Carlo points, its uncertainty the spread of the gaps of the independent
 streams (§10), and the signed difference maml - anil of every column with its uncertainty.
-``gap_figure`` plots the simulated gap against N on log-log axes with the fitted slope, and the
-theory's gap (the N -> infinity limit) as a band.
+``difference_agreement`` compares the simulated and the theory's differences column by column,
+with sign. ``gap_figure`` plots the simulated gap against N on log-log axes with the fitted slope,
+and the theory's gap (the N -> infinity limit) as a band.
 """
 
 from __future__ import annotations
@@ -36,24 +37,35 @@ def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
                   progress: bool = False) -> dict:
     """Gap between paired maml and anil runs of ``config`` (its support must be finite).
 
-    Returns {"N": [...], "gap": (len(N), len(seeds)) array, "mean", "stderr", "slope"} where
-    slope is the least-squares slope of log(mean gap) against log N (NaN for a single N).
+    Returns {"N": [...], "gap": (len(N), len(seeds)) array, "mean", "stderr", "slope",
+    "difference", "difference_err"}: slope is the least-squares slope of log(mean gap) against
+    log N (NaN for a single N); difference[c] is the seed mean of the signed paired difference
+    y_maml - y_anil of column c (the state and the errors) at every record, one row per N, and
+    difference_err its standard error over the seeds (NaN for one seed).
     """
     anil = config.replace("training.algorithm", "anil")
     maml = config.replace("training.algorithm", "maml")
+    names = ["error", "error_before_adaptation", *column_names(config.K, config.M)]
     gaps = np.empty((len(N_values), len(seeds)))
+    diffs = {n: np.empty((len(N_values), len(seeds), config.output.points)) for n in names}
     for i, N in enumerate(N_values):
         for j, seed in enumerate(seeds):
             a = simulate_seed(anil, int(N), int(seed), progress)
             m = simulate_seed(maml, int(N), int(seed), progress)
             gaps[i, j] = np.max(np.abs(m.states - a.states))
+            for n in names:
+                diffs[n][i, j] = m.column(n) - a.column(n)
     mean = gaps.mean(axis=1)
-    stderr = (gaps.std(axis=1, ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1
-              else np.full(len(N_values), np.nan))
+    S = len(seeds)
+    stderr = gaps.std(axis=1, ddof=1) / np.sqrt(S) if S > 1 else np.full(len(N_values), np.nan)
     slope = (float(np.polyfit(np.log(np.asarray(N_values, float)), np.log(mean), 1)[0])
              if len(N_values) > 1 else float("nan"))
     return {"N": [int(n) for n in N_values], "gap": gaps, "mean": mean, "stderr": stderr,
-            "slope": slope}
+            "slope": slope,
+            "difference": {n: d.mean(axis=1) for n, d in diffs.items()},
+            "difference_err": {n: (d.std(axis=1, ddof=1) / np.sqrt(S) if S > 1
+                                   else np.full(d.shape[::2], np.nan))
+                               for n, d in diffs.items()}}
 
 
 def theory_gap(config: Config) -> dict:
@@ -90,6 +102,44 @@ def theory_gap(config: Config) -> dict:
                                / np.sqrt(B)).tolist() for n in names},
         "tasks": int(budget),
     }
+
+
+def difference_agreement(simulated: dict, theory: dict, row: int = -1,
+                         bias: float = 0.0) -> dict[str, dict]:
+    """Column by column, the simulated paired difference maml - anil (``maml_anil_gap``, its
+    ``row``-th N) against the theory's (``theory_gap``) at every record,
+
+        z = max(|d_sim - d_theory| - bias, 0) / sqrt(se_sim^2 + se_theory^2),
+
+    with each standard error pooled along the run (its largest value over the records: a few
+    seeds give noisy per-record spreads, as in the theory-vs-simulation criterion) and ``bias`` an
+    allowance for the finite-N part of the simulated difference; and the significance of the
+    theory's difference |d_theory| / se_theory. Returns {column: {"z": max z, "where": record
+    index, "signal": max |d_theory| / se_theory, "sign": whether d_sim and d_theory agree in
+    sign wherever both exceed 3 of their standard errors}} for the columns both carry."""
+    out = {}
+    for name, d_sim in simulated["difference"].items():
+        if name not in theory["difference"]:
+            continue
+        d_sim = d_sim[row]
+        d_th = np.asarray(theory["difference"][name])
+        se_sim = float(np.max(simulated["difference_err"][name][row]))
+        se_th = float(np.max(theory["difference_err"][name]))
+        z = _ratio(np.maximum(np.abs(d_sim - d_th) - bias, 0.0), np.hypot(se_sim, se_th))
+        both = (np.abs(d_th) > 3 * se_th) & (np.abs(d_sim) > 3 * se_sim)
+        i = int(np.argmax(z))
+        out[name] = {"z": float(z[i]), "where": i,
+                     "signal": float(_ratio(d_th, se_th).max()),
+                     "sign": bool(np.all(np.sign(d_sim[both]) == np.sign(d_th[both])))}
+    return out
+
+
+def _ratio(x: np.ndarray, scale: float) -> np.ndarray:
+    """|x| / scale, with 0 where both vanish (at alpha = 0 every difference is exactly 0)."""
+    x = np.abs(x)
+    if scale > 0:
+        return x / scale
+    return np.where(x > 0, np.inf, 0.0)
 
 
 def gap_figure(results: dict[str, dict], path: str) -> None:

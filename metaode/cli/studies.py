@@ -90,7 +90,12 @@ def _convergence(config: Config, widths: list[int], seeds: list[int], progress: 
 
 def _maml_gap(config: Config, widths: list[int], seeds: list[int], progress: bool, out: Path,
               session: Session) -> None:
-    from metaode.validation.maml_gap import gap_figure, maml_anil_gap, theory_gap
+    from metaode.validation.maml_gap import (
+        difference_agreement,
+        gap_figure,
+        maml_anil_gap,
+        theory_gap,
+    )
 
     if config.training.support == "population":
         raise ConfigError("training.support", "--maml-gap needs a finite support set P")
@@ -100,14 +105,17 @@ def _maml_gap(config: Config, widths: list[int], seeds: list[int], progress: boo
         results[f"inner_steps = {s}"] = {**maml_anil_gap(steps, widths, seeds, progress),
                                          "theory": theory_gap(steps)}
     gap_figure(results, out / "maml_gap.png")
-    write_json(out / "maml_gap.json", {"config": config.raw, **{
-        k: {**v, "gap": v["gap"].tolist(), "mean": v["mean"].tolist(),
-            "stderr": v["stderr"].tolist()} for k, v in results.items()}})
+    write_json(out / "maml_gap.json", {"config": config.raw, **results})
     session.wrote(out / "maml_gap.png", out / "maml_gap.json")
     for label, res in results.items():
         print(f"{label}: gap ~ N^{res['slope']:.2f}, at N = {res['N'][-1]}: "
               f"{res['mean'][-1]:.3g}; theory (N -> infinity): {res['theory']['gap']:.3g} "
               f"+- {res['theory']['gap_err']:.2g}")
+        agreement = difference_agreement(res, res["theory"])
+        if agreement:
+            name = max(agreement, key=lambda n: agreement[n]["z"])
+            print(f"  signed difference maml - anil, simulated at N = {res['N'][-1]} against "
+                  f"theory: largest |z| = {agreement[name]['z']:.2f} ({name})")
 
 
 def _drift(config: Config, alphas: list[float], repeats: int, progress: bool, out: Path,
