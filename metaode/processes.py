@@ -9,7 +9,8 @@ every later pool of that process (a notebook's successive sweeps start their wor
 Unlike "fork", the workers do not inherit the caller's threads or state: the server is a fresh
 interpreter that only ran the imports, which start no thread (numba starts its threading layer
 when ``parallel=True`` code first runs: the I4 slices of a large network, ``theory.fields.
-diffusion``; GNU OpenMP's threads, numba's default on Linux, do not survive a fork).
+diffusion``, and the few-shot theory's one pass over its support sets, ``theory.support_mc.
+support_statistics``; GNU OpenMP's threads, numba's default on Linux, do not survive a fork).
 
 The server, hence every worker, runs with one BLAS / OpenMP / numba thread (``ONE_THREAD``): the
 parallelism is over points or seeds, and threaded OpenBLAS on the small matrices of the ODEs only

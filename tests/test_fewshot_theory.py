@@ -7,8 +7,8 @@
 * P -> infinity: the exact finite-P loss and drift minus the population ones (``theory.anil``) are
   exactly proportional to 1/P; with inner_steps = 2 (everything by Monte Carlo) the difference
   shrinks like 1/P into the Monte Carlo error.
-* ``theory.support_mc.support_terms`` with inner_steps = 1 reproduces the exact drift within its
-  Monte Carlo error.
+* ``theory.support_mc.support_statistics`` with inner_steps = 1 reproduces the exact drift within
+  its Monte Carlo error.
 * The meta-test step: ``one_step_test_quadratic`` is the exact one-step loss for every eta, and
   ``solvers.metatest.optimal_test_inner_lr`` returns minima (one step: closed form; more steps: a
   bounded search on the Monte Carlo curve with common random numbers).
@@ -33,7 +33,12 @@ from metaode.theory.fewshot import (
 from metaode.theory.fields import error_blocks, field_covariance, task_basis
 from metaode.theory.metatest import adaptation_curve, metatest_curve
 from metaode.theory.state import pack
-from metaode.theory.support_mc import drift_of_terms, support_sample, support_terms
+from metaode.theory.support_mc import (
+    drift_map,
+    drift_of_terms,
+    support_sample,
+    support_statistics,
+)
 from metaode.theory.system import build_system
 from metaode.validation.drift import rhs_parts
 
@@ -279,12 +284,12 @@ def drift_vector(Q, R, T, G, H, wbar, SQ, SR) -> np.ndarray:
 
 @pytest.mark.parametrize("second_order", [True, False])
 def test_monte_carlo_drift_matches_exact_one_step(second_order: bool) -> None:
-    """``support_terms`` with inner_steps = 1 (P = 3): the drift assembled from its (Cbar, Dbar,
-    SQ, SR, wbar) in 20 independent streams of 2048 support sets against the exact drift of
-    ``one_step_loss_and_gradient``. With 20 batches the z-score of each of the 9 entries is t-
-    distributed with 19 degrees of freedom: P(|t| > 5) = 8e-5 per entry (measured |z| <= 2.0). The
-    population drift differs from the exact one by up to 220 s.e. (second order) and 140 s.e.
-    (first order), so the check resolves the finite-P terms (asserted: > 20)."""
+    """``support_statistics`` with inner_steps = 1 (P = 3): the drift assembled from its mean
+    (Cbar, Dbar, SQ, SR, wbar) in 20 independent streams of 2048 support sets against the exact
+    drift of ``one_step_loss_and_gradient``. With 20 batches the z-score of each of the 9 entries
+    is t-distributed with 19 degrees of freedom: P(|t| > 5) = 8e-5 per entry (measured
+    |z| <= 2.0). The population drift differs from the exact one by up to 220 s.e. (second order)
+    and 140 s.e. (first order), so the check resolves the finite-P terms (asserted: > 20)."""
     K, M, P = 2, 2, P_SMALL
     Q, R, T, w, u0 = random_state(K, M, 5)
     _, G, H, wbar = one_step_loss_and_gradient(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, P,
@@ -297,11 +302,15 @@ def test_monte_carlo_drift_matches_exact_one_step(second_order: bool) -> None:
     sample = support_sample(K, M, P, u0, T, 20 * 2048, 20, 1000)
     C, D, E = error_blocks(ERF, Q, R, T)
     F = four_point_tensor(ERF, field_covariance(Q, R, T), K, *RULE)
-    grads = support_terms(ERF, Q, R, T, w, u0, TASK_STD, NOISE, INNER_LR, 1, second_order, 1,
-                          sample.fields, sample.task, C, D, E, F, True, False)[0]
+    L = drift_map(ERF, Q, R, T, K, M)
     batches = []
     for b in range(20):
-        terms = grads[sample.stream == b].mean(axis=0)
+        mine = sample.stream == b
+        # the mean responses of support_statistics: the stream's mean terms, uncontrolled
+        terms = support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, TASK_STD, NOISE,
+                                   INNER_LR, 1, second_order, 1, sample.fields[mine],
+                                   sample.task[mine], C, D, E, F, L, np.zeros(len(L)), True,
+                                   False, False)[1]
         # drift_of_terms gives (loss, X + X^T, 2 G R + H T + SR, wbar); this test's sign: -
         batches.append(-drift_of_terms(ERF, terms, Q, R, T, K, M)[1:])
     batches = np.array(batches)

@@ -30,8 +30,9 @@ from metaode.theory.fewshot import four_point_tensor, one_step_loss_and_gradient
 from metaode.theory.fields import error_blocks, field_covariance
 from metaode.theory.state import column_names, pack, unpack
 from metaode.theory.support_mc import (
+    drift_map,
     support_sample,
-    support_terms,
+    support_statistics,
     symmetric_root,
 )
 from metaode.theory.system import build_system
@@ -95,12 +96,16 @@ def test_support_set_terms_are_exact_in_the_task(noise: float) -> None:
     C, D, E = error_blocks(ERF, Q, R, T)
     F = four_point_tensor(ERF, field_covariance(Q, R, T), K, *RULE)
     sample = support_sample(K, M, 3, u0, T, 16, 2, 5)
-    grads = support_terms(ERF, Q, R, T, w, u0, 0.6, noise, 0.8, steps, False, 1, sample.fields,
-                          sample.task, C, D, E, F, True, False)[0]
+    L = drift_map(ERF, Q, R, T, K, M)
     root = symmetric_root(field_covariance(Q, R, T))
     for i in range(4):
+        # the mean responses of one support set are its terms
+        terms = support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, 0.6, noise, 0.8,
+                                   steps, False, 1, sample.fields[i:i + 1], sample.task[i:i + 1],
+                                   C, D, E, F, L, np.zeros(len(L)), True, False,
+                                   False)[1]
         ref = reference_terms(sample.fields[i] @ root, w, u0, C, D, E, 0.6, noise, 0.8, steps)
-        got = np.concatenate([grads[i, :1 + K * K + K * M], grads[i, -K:]])
+        got = np.concatenate([terms[:1 + K * K + K * M], terms[-K:]])
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
 
 

@@ -30,14 +30,13 @@ from metaode.theory.activations import I4_forms, I4_forms_from_I4
 from metaode.theory.activations.erf_kernels import I2, I3, I4, J2, dI2_dc11, dI2_dc12, dI2_dc22
 from metaode.theory.fields import (
     PARALLEL_ENTRIES,
-    add_fourth_moments,
+    add_diffusion,
     diffusion,
-    diffusion_from_moments,
     field_covariance,
+    noise_weights,
     population_error,
     signed_i4_tensor,
     student_pairs,
-    symmetrise_pairs,
 )
 
 SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
@@ -497,19 +496,32 @@ def test_diffusion_monte_carlo(K: int, M: int) -> None:
 
 def test_diffusion_large_network_matches_the_fourth_moments() -> None:
     """K = 24, M = 4 (the parallel path): Phi against the contraction of the full Isserlis
-    moments M4[k, l, a, b] = E[y_k y_l y_a y_b] (``add_fourth_moments``) with the signed tensor W
-    (``diffusion_from_moments``, the few-shot theory's form); the same terms summed in another
-    order, so to rounding (1e-12 relative to max|Phi|; measured 9e-16)."""
+    moments M4[k, l, a, b] = E[y_k y_l y_a y_b] (numpy, from mean and cov = V V^T) with the signed
+    tensor W (``signed_i4_tensor``), and the few-shot theory's route, ``add_diffusion`` (the
+    quadratic forms of the stored W, packed k <= l): the same terms summed in other orders, so to
+    rounding (1e-12 relative to max|Phi|; measured 9e-16 for the moments)."""
     K, M = 24, 4
-    n = K + M
     omega, mean, V = _pair_problem(K, M, 4)
     noise = 0.4
-    M4, M2 = np.zeros((K, K, n, n)), np.zeros((K, K))
-    add_fourth_moments(mean, V @ V.T, K, M4, M2)
-    symmetrise_pairs(M4)
-    expected = diffusion_from_moments(ERF, omega, signed_i4_tensor(ERF, omega, K), M4, M2, noise)
+    mu, S = mean, V @ V.T
+    mk, Sk, Sa = mu[:K], S[:K, :K], S[:, :K]
+    M4 = (np.einsum("k,l,a,b->klab", mk, mk, mu, mu) + np.einsum("a,b,kl->klab", mu, mu, Sk)
+          + np.einsum("a,k,bl->klab", mu, mk, Sa) + np.einsum("a,l,bk->klab", mu, mk, Sa)
+          + np.einsum("b,k,al->klab", mu, mk, Sa) + np.einsum("b,l,ak->klab", mu, mk, Sa)
+          + np.einsum("k,l,ab->klab", mk, mk, S) + np.einsum("ab,kl->klab", S, Sk)
+          + np.einsum("ak,bl->klab", Sa, Sa) + np.einsum("al,bk->klab", Sa, Sa))
+    W = signed_i4_tensor(ERF, omega, K)
+    N = noise_weights(ERF, omega, K, noise)
+    expected = np.einsum("klab,klab->kl", W, M4) + N * (np.outer(mk, mk) + Sk)
     phi = diffusion(ERF, omega, K, mean, V, noise)
     np.testing.assert_allclose(phi, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    pairs = student_pairs(K)
+    X = np.concatenate([mean[:, None], V], axis=1)
+    packed = np.zeros(len(pairs))
+    add_diffusion(W, N, pairs, X, 1.0, packed, 0, np.empty_like(X),
+                  np.empty((len(pairs), M + 1, M + 1)))
+    np.testing.assert_allclose(packed, expected[pairs[:, 0], pairs[:, 1]], rtol=0,
+                               atol=1e-12 * np.abs(expected).max())
 
 
 # --- population error ----------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 - Reductions, exact: with one inner step maml's right-hand side and observables are few-shot
   anil's, bit for bit (the support fields' shift only acts from the second step on); with the
   population support maml's theory is population anil's.
-- The per-point terms: the head cotangent wbar of the maml - anil difference is the gradient in w
-  of the difference loss on the same points, second order (central differences; the pathwise
-  terms S_Q, S_R use
+- The per-set terms: the head cotangent wbar of the maml - anil difference (the mean responses
+  of ``support_statistics`` with and without ``maml``) is the gradient in w of the difference
+  loss on the same points, second order (central differences; the pathwise terms S_Q, S_R use
   the simulation's reverse pass, checked against finite differences in
   tests/test_fewshot_simulation.py).
 - The thermodynamic limit of the inner loop, independently of the theory's code: at a fixed state,
@@ -25,8 +25,9 @@ from metaode.simulations.networks import networks_with_overlaps
 from metaode.theory.anil import ANILSystem
 from metaode.theory.fewshot import FewShotANILSystem, fewshot_estimate, four_point_tensor
 from metaode.theory.fields import error_blocks, field_covariance
-from metaode.theory.maml import MAMLSystem, maml_differences, maml_estimate
+from metaode.theory.maml import MAMLSystem
 from metaode.theory.state import unpack
+from metaode.theory.support_mc import drift_map, support_statistics
 from metaode.theory.system import build_system
 
 STRONG = {
@@ -67,13 +68,17 @@ def test_population_support_is_population_anil() -> None:
 
 
 def difference_terms(system: MAMLSystem, Q, R, w):
-    """The mean per-point maml - anil terms (loss, Cbar, Dbar, S_Q, S_R, wbar) at (Q, R, w)."""
-    f = system.flow.fewshot
-    C, D, _ = error_blocks(f.acts, Q, R, f.T)
+    """The mean per-set maml - anil terms (loss, Cbar, Dbar, S_Q, S_R, wbar) at (Q, R, w): the
+    uncontrolled mean responses of ``support_statistics`` with ``maml`` minus those without."""
+    f = system.flow
+    C, D, E = error_blocks(f.acts, Q, R, f.T)
     F = four_point_tensor(f.acts, field_covariance(Q, R, f.T), f.K, f.nodes, f.weights)
-    rows = maml_differences(f.acts, Q, R, f.T, w, f.u0, f.task_std, f.noise, f.inner_lr, f.steps,
-                            f.second_order, f.query, f.fields, f.task, C, D, F, False)[0]
-    return rows.mean(axis=0)
+    L = drift_map(f.acts, Q, R, f.T, f.K, f.M)
+    means = [support_statistics(f.acts.student, f.acts.teacher, Q, R, f.T, w, f.u0, f.task_std,
+                                f.noise, f.inner_lr, f.steps, f.second_order, f.query, f.fields,
+                                f.task, C, D, E, F, L, np.zeros(len(L)), True, False, maml)[1]
+             for maml in (True, False)]
+    return means[0] - means[1]
 
 
 def test_head_cotangent_is_the_gradient_of_the_difference_loss() -> None:
@@ -126,10 +131,10 @@ def test_loss_difference_matches_networks_of_finite_width() -> None:
     system = build_system(config)
     y = system.initial_state()
     Q, R, w = unpack(y, 2, 2)
-    theory = (maml_estimate(system.flow, Q, R, w, False)[0][0]
-              - fewshot_estimate(system.flow.fewshot, Q, R, w, False)[0][0])
-    streams = [maml_estimate(s.flow, Q, R, w, False)[0][0]
-               - fewshot_estimate(s.flow.fewshot, Q, R, w, False)[0][0]
+    theory = (fewshot_estimate(system.flow, Q, R, w, False)[0][0]
+              - fewshot_estimate(system.flow._replace(maml=False), Q, R, w, False)[0][0])
+    streams = [fewshot_estimate(s.flow, Q, R, w, False)[0][0]
+               - fewshot_estimate(s.flow._replace(maml=False), Q, R, w, False)[0][0]
                for s in system.stream_systems()]
     theory_err = np.std(streams, ddof=1) / np.sqrt(len(streams))
     mean, stderr = finite_N_loss_difference(config, y, 2000, 20000, 5)

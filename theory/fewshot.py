@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit
 from numba.extending import overload
@@ -52,10 +53,8 @@ from metaode.theory.anil import (
 )
 from metaode.theory.fields import (
     common_observables,
-    diffusion_from_moments,
     error_blocks,
     field_covariance,
-    signed_i4_tensor,
     task_basis,
 )
 from metaode.theory.flow import chain_to_overlaps, flow_of_drift
@@ -64,9 +63,11 @@ from metaode.theory.support_mc import (
     SupportSample,
     controlled_mean,
     drift_map,
+    drift_of_terms,
     drift_vector,
     support_sample,
-    support_terms,
+    support_statistics,
+    terms_size,
 )
 from metaode.theory.system import ODESystem, flow_observables, flow_rhs, is_flow
 
@@ -116,17 +117,39 @@ def _f4_gradient(acts, omega, K, k, l, a, b, nodes, weights):
 
 
 @njit(cache=True)
+def _sorted4(q0, q1, q2, q3):
+    """(q0, q1, q2, q3) in increasing order (a sorting network): F and its gradient depend on the
+    multiset of the four fields only, and the sorted order keeps two student fields (< K) first."""
+    if q1 < q0:
+        q0, q1 = q1, q0
+    if q3 < q2:
+        q2, q3 = q3, q2
+    if q2 < q0:
+        q0, q2 = q2, q0
+    if q3 < q1:
+        q1, q3 = q3, q1
+    if q2 < q1:
+        q1, q2 = q2, q1
+    return q0, q1, q2, q3
+
+
+@njit(cache=True)
 def four_point_tensor(acts: Activations, omega: np.ndarray, K: int, nodes: np.ndarray,
                       weights: np.ndarray) -> np.ndarray:
     """F[k, l, a, b] = E[g(lambda_k) g(lambda_l) g(z_a) g(z_b)] for k, l < K and all fields a, b
-    (``F4`` of the activations)."""
+    (``F4`` of the activations), computed once per multiset of the four fields (at its sorted
+    indices, ``_sorted4``) and copied to the other orders."""
     n = omega.shape[0]
     F = np.empty((K, K, n, n))
     for k in range(K):
         for l in range(k, K):
             for a in range(n):
                 for b in range(a, n):
-                    v = _f4(acts, omega, K, k, l, a, b, nodes, weights)
+                    q0, q1, q2, q3 = _sorted4(k, l, a, b)
+                    if q0 == k and q1 == l and q2 == a and q3 == b:  # first in this loop's order
+                        v = _f4(acts, omega, K, k, l, a, b, nodes, weights)
+                    else:
+                        v = F[q0, q1, q2, q3]
                     F[k, l, a, b] = F[l, k, a, b] = F[k, l, b, a] = F[l, k, b, a] = v
     return F
 
@@ -135,19 +158,27 @@ def four_point_tensor(acts: Activations, omega: np.ndarray, K: int, nodes: np.nd
 def four_point_pullback(acts: Activations, omega: np.ndarray, K: int, Fbar: np.ndarray,
                         nodes: np.ndarray, weights: np.ndarray):
     """(G, H) contributions of sum_klab Fbar_klab F_klab(Omega), in the convention of
-    ``theory.flow.chain_to_overlaps`` (G symmetrised: G_kl = 1/2 dL/d(pair kl) for k != l)."""
+    ``theory.flow.chain_to_overlaps`` (G symmetrised: G_kl = 1/2 dL/d(pair kl) for k != l).
+    The weights of the orders of one multiset of fields are summed first, so that its gradient
+    (``F4_gradient``) is computed once."""
     n = omega.shape[0]
-    pair = np.zeros((n, n))  # derivative along each symmetric pair {i, j}, stored at i <= j
+    total = np.zeros((K, K, n, n))  # summed weight at the sorted indices of each multiset
     for k in range(K):
         for l in range(K):
             for a in range(n):
                 for b in range(n):
-                    wgt = Fbar[k, l, a, b]
+                    q0, q1, q2, q3 = _sorted4(k, l, a, b)
+                    total[q0, q1, q2, q3] += Fbar[k, l, a, b]
+    pair = np.zeros((n, n))  # derivative along each symmetric pair {i, j}, stored at i <= j
+    for k in range(K):
+        for l in range(k, K):
+            for a in range(l, n):
+                for b in range(a, n):
+                    wgt = total[k, l, a, b]
                     if wgt == 0.0:
                         continue
-                    lo, hi = min(a, b), max(a, b)
-                    idx = (k, l, lo, hi)
-                    grad = _f4_gradient(acts, omega, K, k, l, lo, hi, nodes, weights)
+                    idx = (k, l, a, b)
+                    grad = _f4_gradient(acts, omega, K, k, l, a, b, nodes, weights)
                     for p in range(4):
                         for q in range(p, 4):
                             i, j = min(idx[p], idx[q]), max(idx[p], idx[q])
@@ -273,9 +304,12 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
 
     inner_steps = 1: the loss and drift are exact (``one_step_terms``), the Monte Carlo gives Phi
     alone. inner_steps > 1: the loss and drift are Monte Carlo means corrected by the control
-    variates (``controlled_mean``: the one-step terms, of known mean ``one_step_terms``, and the
-    support moments, of mean C and D). Phi = Phi_query(M4 / n, M2 / n) / query + SD / n over the
-    n support sets (``support_terms``, ``theory.fields.diffusion_from_moments``).
+    variates of known mean (``support_statistics``, ``controlled_mean``): the one-step terms
+    (mean ``one_step_terms``) and the support moments (mean C and D). Phi is the Monte Carlo mean
+    of the support sets' Phi (``query_diffusion``, ``support_diffusion``) corrected by the support
+    moments. maml (``flow.maml``, docs/model.md §11): with inner_steps > 1 every support set's
+    responses also carry its maml - anil difference (``support_mc.maml_difference``), in the same
+    pass and with the same controls; with one inner step maml is few-shot anil exactly.
     """
     K, M, T = flow.K, flow.M, flow.T
     C, D, E = error_blocks(flow.acts, Q, R, T)
@@ -289,34 +323,33 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     several = flow.steps > 1
     if not (several or lr2_term):
         return drift, phi
-    grads, grads1, hats, M4, M2, SD = support_terms(
-        flow.acts, Q, R, T, w, flow.u0, flow.task_std, flow.noise, flow.inner_lr, flow.steps,
-        flow.second_order, flow.query, flow.fields, flow.task, C, D, E, F, several, lr2_term)
+    L = drift_map(flow.acts, Q, R, T, K, M) if several else np.zeros((0, terms_size(K, M)))
+    mean_h, mean_r, S_hh, S_hr = support_statistics(
+        flow.acts.student, flow.acts.teacher, Q, R, T, w, flow.u0, flow.task_std, flow.noise,
+        flow.inner_lr, flow.steps, flow.second_order, flow.query, flow.fields, flow.task, C, D, E,
+        F, L, drift, several, lr2_term, flow.maml and several)
+    nx = L.shape[0] if several else 0
+    size = terms_size(K, M) if several else 0
+    n = flow.fields.shape[0]
     if several:
-        L = drift_map(flow.acts, Q, R, T, K, M)
-        nx = L.shape[0]
-        h = np.empty((grads1.shape[0], nx + hats.shape[1]))
-        h[:, :nx] = np.dot(grads1, L.T)
-        h[:, nx:] = hats
-        known = np.empty(h.shape[1])
-        known[:nx] = drift
-        i = nx
+        drift = drift_of_terms(flow.acts, controlled_mean(mean_h, mean_r, S_hh, S_hr, 0,
+                                                          mean_h.shape[0], 0, size, n),
+                               Q, R, T, K, M)
+    if lr2_term:
+        packed = controlled_mean(mean_h, mean_r, S_hh, S_hr, nx, mean_h.shape[0], size,
+                                 mean_r.shape[0], n)
+        i = 0
         for k in range(K):
             for l in range(k, K):
-                known[i] = C[k, l]
+                phi[k, l] = phi[l, k] = packed[i]
                 i += 1
-        known[i:] = D.ravel()
-        drift = controlled_mean(np.dot(grads, L.T), h, known)
-    if lr2_term:
-        n = flow.fields.shape[0]
-        phi = (diffusion_from_moments(flow.acts, omega, signed_i4_tensor(flow.acts, omega, K),
-                                      M4 / n, M2 / n, flow.noise) / flow.query + SD / n)
     return drift, phi
 
 
 class FewShotFlow(NamedTuple):
     """The parameters of the few-shot ANIL ODEs and their support sets (``fields``, ``task`` of a
-    ``SupportSample``): the compiled form of ``FewShotANILSystem`` (``fewshot_estimate``)."""
+    ``SupportSample``): the compiled form of ``FewShotANILSystem`` (``fewshot_estimate``); with
+    ``maml`` that of ``theory.maml.MAMLSystem`` (the inner loop moves the support fields too)."""
 
     acts: Activations
     K: int
@@ -337,6 +370,7 @@ class FewShotFlow(NamedTuple):
     weights: np.ndarray
     fields: np.ndarray
     task: np.ndarray
+    maml: bool
 
 
 @overload(flow_rhs)
@@ -368,7 +402,12 @@ def _fewshot_flow_observables(flow, y):
 
 
 def fewshot_flow(config: Config, sample: SupportSample) -> FewShotFlow:
-    """The ``FewShotFlow`` of a config on the support sets of ``sample``."""
+    """The ``FewShotFlow`` of a config on the support sets of ``sample``.
+
+    Starts numba's threads (``numba.get_num_threads``): a cached compiled function that calls the
+    parallel ``support_statistics`` does not start them itself when loaded from the cache, and
+    then crashes (numba issue #8578)."""
+    numba.get_num_threads()
     te, tr = config.teacher, config.training
     nodes, weights = path_rule(config.theory.quadrature_nodes)
     return FewShotFlow(
@@ -377,7 +416,8 @@ def fewshot_flow(config: Config, sample: SupportSample) -> FewShotFlow:
         float(te.task_std), float(te.noise), float(tr.inner_lr), int(tr.inner_steps),
         tr.order == "second", float(tr.lr), float(tr.lr_head), int(tr.query),
         int(tr.meta_batch), int(tr.support), np.ascontiguousarray(nodes, dtype=float),
-        np.ascontiguousarray(weights, dtype=float), sample.fields, sample.task)
+        np.ascontiguousarray(weights, dtype=float), sample.fields, sample.task,
+        tr.algorithm == "maml")
 
 
 class FewShotANILSystem(ODESystem):
@@ -408,12 +448,11 @@ class FewShotANILSystem(ODESystem):
 
     def with_budget(self, budget: int) -> FewShotANILSystem:
         """The same system estimated on about ``budget`` support sets."""
-        return FewShotANILSystem(self.config, self.sample_of(budget))
+        return type(self)(self.config, self.sample_of(budget))
 
     def stream_systems(self) -> list[FewShotANILSystem]:
         """One system per stream of the sample, each estimated on that stream's points alone."""
-        return [FewShotANILSystem(self.config, self.sample.only(b))
-                for b in range(self.sample.streams)]
+        return [type(self)(self.config, self.sample.only(b)) for b in range(self.sample.streams)]
 
 
 def anil_system(config: Config) -> ODESystem:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from metaode.theory.activations import I2, J2, Activations, I4_forms
+from metaode.theory.activations import I2, J2, Activations, I4_forms, quadratic_forms
 
 #: I4 entries (pairs k <= l times n (n + 1) / 2 entries a <= b) from which ``diffusion`` runs its
 #: pairs (k, l) in numba's threads; below it, waking the threads costs more than they save.
@@ -146,74 +146,64 @@ def signed_i4_tensor(acts: Activations, omega: np.ndarray, K: int) -> np.ndarray
 
 
 @njit(cache=True)
-def diffusion_from_moments(acts: Activations, omega: np.ndarray, W: np.ndarray, M4: np.ndarray,
-                           M2: np.ndarray, noise: float) -> np.ndarray:
-    """Phi_kl = E_tau E_x[Delta^2 w'_k w'_l g'(lambda_k) g'(lambda_l)] (the lr^2 term of dQ)
-        = sum_ab W[k, l, a, b] E[y_a y_b y_k y_l] + noise^2 J2(k, l) E[y_k y_l]
-    for y = (w', u) with M4[k, l, a, b] = E[y_k y_l y_a y_b] and M2[k, l] = E[y_k y_l]
-    (docs/model.md §5.3); W from ``signed_i4_tensor``.
-    """
-    K = W.shape[0]
-    out = np.empty((K, K))
+def noise_weights(acts: Activations, omega: np.ndarray, K: int, noise: float) -> np.ndarray:
+    """N_kl = noise^2 J2(k, l), the weight of E[y_k y_l] in Phi (``diffusion_of_forms``)."""
+    N = np.empty((K, K))
     for k in range(K):
         for l in range(k, K):
-            out[k, l] = out[l, k] = (np.sum(W[k, l] * M4[k, l])
-                                     + noise**2 * J2(acts.student, omega[k, k], omega[l, l],
-                                                     omega[k, l])
-                                     * M2[k, l])
-    return out
+            N[k, l] = N[l, k] = noise * noise * J2(acts.student, omega[k, k], omega[l, l],
+                                                   omega[k, l])
+    return N
 
 
 @njit(cache=True)
-def add_fourth_moments(mean: np.ndarray, cov: np.ndarray, K: int, M4: np.ndarray,
-                       M2: np.ndarray) -> None:
-    """Add the moments of a Gaussian y with ``mean`` and ``cov`` to (M4, M2): M4[k, l, a, b] +=
-    E[y_k y_l y_a y_b] for k, l < K and all a, b (Isserlis' theorem with a mean), M2[k, l] +=
-    E[y_k y_l]. M4 is symmetric in (k, l) and in (a, b): only the entries with k <= l and a <= b
-    are added; ``symmetrise_pairs`` fills the others once the sum is complete."""
-    n = mean.shape[0]
-    mu, S = mean, cov
-    for k in range(K):
-        for l in range(K):
-            M2[k, l] += mu[k] * mu[l] + S[k, l]
-            for a in range(n):
-                for b in range(n):
-                    if l < k or b < a:  # symmetric in (k, l) and in (a, b): copied below
-                        continue
-                    M4[k, l, a, b] += (mu[a] * mu[b] * mu[k] * mu[l]
-                                       + mu[a] * mu[b] * S[k, l] + mu[a] * mu[k] * S[b, l]
-                                       + mu[a] * mu[l] * S[b, k] + mu[b] * mu[k] * S[a, l]
-                                       + mu[b] * mu[l] * S[a, k] + mu[k] * mu[l] * S[a, b]
-                                       + S[a, b] * S[k, l] + S[a, k] * S[b, l]
-                                       + S[a, l] * S[b, k])
+def diffusion_of_forms(forms: np.ndarray, X: np.ndarray, pairs: np.ndarray, N: np.ndarray,
+                       scale: float, out: np.ndarray, at: int) -> None:
+    """out[at + p] += scale Phi_kl for the pairs (k, l) = pairs[p] of a Gaussian y = (w', u) with
+    mean X[:, 0] and covariance V V^T, V = X[:, 1:] (n x r; r = 0 for one fixed head), from the
+    quadratic forms G = forms[p] = X^T W_kl X of the signed I4 slices W_kl = S I4(k, l, ., .) S
+    (S_a = +1 for a student field, -1 for a teacher field, so that c = (w', -u) = S y), and
+    N = ``noise_weights``. Isserlis' theorem with a mean reduces sum_ab W_klab E[y_k y_l y_a y_b]
+    to (docs/model.md §5.3, §8.3)
+
+        Phi_kl = E[y_k y_l] (G_00 + sum_j G_jj + N_kl) + 2 sum_j (y_k V_lj + y_l V_kj) G_0j
+                 + 2 sum_ij V_ki V_lj G_ij,   E[y_k y_l] = y_k y_l + sum_j V_kj V_lj,
+
+    with y = X[:, 0] and i, j = 1..r (the sign of a student row is +1: X[k] is y's)."""
+    r = X.shape[1] - 1
+    for p in range(pairs.shape[0]):
+        k, l = pairs[p, 0], pairs[p, 1]
+        G = forms[p]
+        second, trace, cross, outer = X[k, 0] * X[l, 0], G[0, 0], 0.0, 0.0
+        for i in range(1, r + 1):
+            second += X[k, i] * X[l, i]
+            trace += G[i, i]
+            cross += (X[k, 0] * X[l, i] + X[l, 0] * X[k, i]) * G[0, i]
+            for j in range(1, r + 1):
+                outer += X[k, i] * X[l, j] * G[i, j]
+        out[at + p] += scale * (second * (trace + N[k, l]) + 2.0 * cross + 2.0 * outer)
 
 
 @njit(cache=True)
-def symmetrise_pairs(M4: np.ndarray) -> None:
-    """Copy M4[k, l, a, b] (k <= l, a <= b) to the entries with k > l or a > b."""
-    K, n = M4.shape[0], M4.shape[2]
-    for k in range(K):
-        for l in range(K):
-            for a in range(n):
-                for b in range(n):
-                    if l < k or b < a:
-                        M4[k, l, a, b] = M4[min(k, l), max(k, l), min(a, b), max(a, b)]
+def add_diffusion(W: np.ndarray, N: np.ndarray, pairs: np.ndarray, X: np.ndarray, scale: float,
+                  out: np.ndarray, at: int, Y: np.ndarray, forms: np.ndarray) -> None:
+    """``diffusion_of_forms`` with the forms X^T W[k, l] X computed from the stored signed tensor
+    W of ``signed_i4_tensor`` (``quadratic_forms``): many Gaussians at one Omega (the few-shot
+    theory's support sets), unsigned X = [mean | V] (n x (r + 1)). Y (n x (r + 1)) and forms
+    (pairs x (r + 1) x (r + 1)): workspace."""
+    for p in range(pairs.shape[0]):
+        quadratic_forms(W[pairs[p, 0], pairs[p, 1]], X, Y, forms[p])
+    diffusion_of_forms(forms, X, pairs, N, scale, out, at)
 
 
 @njit(cache=True)
 def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, spread: np.ndarray,
               noise: float) -> np.ndarray:
-    """The lr^2 term Phi of ``diffusion_from_moments`` for a Gaussian y = (w', u) over tasks with
-    ``mean`` and covariance spread spread^T (spread: n x r; r = 0 for one fixed task), without the
-    K x K x n x n tensors of the moments and of W: Isserlis' theorem reduces the sum over (a, b)
-    to the quadratic forms G = X^T I4(k, l, ., .) X on the columns of X = S [mean | spread]
-    (the signed head c = S mean and the signed spread v = S spread), from ``I4_forms``:
-
-        Phi_kl = E[y_k y_l] (G_00 + sum_j G_jj + noise^2 J2(k, l))
-                 + 2 sum_j (c_k v_lj + c_l v_kj) G_0j + 2 sum_ij v_ki v_lj G_ij,
-
-    E[y_k y_l] = c_k c_l + sum_j v_kj v_lj, j = 1..r (docs/model.md §8.3). With PARALLEL_ENTRIES
-    entries of I4 or more ``I4_forms`` may run the pairs in numba's threads."""
+    """The lr^2 term Phi (K x K) of ``diffusion_of_forms`` for a Gaussian y = (w', u) over tasks
+    with ``mean`` and covariance spread spread^T (spread: n x r; r = 0 for one fixed task),
+    without the K x K x n x n tensors of the moments and of W: the forms X^T I4(k, l, ., .) X on
+    the columns of X = S [mean | spread] come from ``I4_forms``, which with PARALLEL_ENTRIES
+    entries of I4 or more may run the pairs in numba's threads."""
     n, r = spread.shape
     X = np.empty((n, r + 1))
     for a in range(n):
@@ -225,20 +215,11 @@ def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, sp
     forms = np.empty((pairs.shape[0], r + 1, r + 1))
     parallel = pairs.shape[0] * (n * (n + 1) // 2) >= PARALLEL_ENTRIES
     I4_forms(acts.student, acts.teacher, omega, K, pairs, X, parallel, forms)
+    packed = np.zeros(pairs.shape[0])
+    diffusion_of_forms(forms, X, pairs, noise_weights(acts, omega, K, noise), 1.0, packed, 0)
     out = np.empty((K, K))
     for p in range(pairs.shape[0]):
-        k, l = pairs[p, 0], pairs[p, 1]
-        G = forms[p]
-        second, trace, cross, outer = X[k, 0] * X[l, 0], G[0, 0], 0.0, 0.0
-        for i in range(1, r + 1):
-            second += X[k, i] * X[l, i]
-            trace += G[i, i]
-            cross += (X[k, 0] * X[l, i] + X[l, 0] * X[k, i]) * G[0, i]
-            for j in range(1, r + 1):
-                outer += X[k, i] * X[l, j] * G[i, j]
-        j2 = J2(acts.student, omega[k, k], omega[l, l], omega[k, l])
-        out[k, l] = out[l, k] = (second * (trace + noise * noise * j2) + 2.0 * cross
-                                 + 2.0 * outer)
+        out[pairs[p, 0], pairs[p, 1]] = out[pairs[p, 1], pairs[p, 0]] = packed[p]
     return out
 
 

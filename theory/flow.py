@@ -29,32 +29,58 @@ def chain_to_overlaps(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.nda
                       Cbar: np.ndarray, Dbar: np.ndarray):
     """(G, H) = (dL/dQ, dL/dR) from (Cbar, Dbar) = (dL/dC, dL/dD).
 
-    Every ordered entry is its own function: C_kl = I2(Q_kk, Q_ll, Q_kl), D_km = I2(Q_kk, T_mm,
-    R_km), with all K^2 entries of Q independent; G is then symmetrised, i.e. L is evaluated on
-    (Q + Q^T) / 2 (docs/model.md §5.2).
+    Every ordered entry is its own function: C_kl = I2(s, s; Q_kk, Q_ll, Q_kl), D_km =
+    I2(s, t; Q_kk, T_mm, R_km), with all K^2 entries of Q independent; G is then symmetrised, i.e.
+    L is evaluated on (Q + Q^T) / 2 (docs/model.md §5.2). ``chain_apply`` of
+    ``chain_coefficients``.
     """
+    dC, dD = chain_coefficients(acts, Q, R, T)
+    return chain_apply(dC, dD, Cbar, Dbar)
+
+
+@njit(cache=True)
+def chain_coefficients(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray):
+    """(dC, dD): dC[k, l] = (dI2/dc11, dI2/dc22, dI2/dc12) of C_kl at (Q_kk, Q_ll, Q_kl) for
+    k <= l (C_kl and C_lk are one function of (Q_kk, Q_ll, Q_kl), I2 being symmetric in its two
+    fields: its partials are computed once per pair; on the diagonal d/dc11 = d/dc22), and
+    dD[k, m] = (dI2/dc11, dI2/dc12) of D_km at (Q_kk, T_mm, R_km): the derivatives that
+    ``chain_apply`` contracts with the cotangents."""
     s, t = acts.student, acts.teacher
     K, M = R.shape
+    dC = np.zeros((K, K, 3))
+    dD = np.empty((K, M, 2))
+    for k in range(K):
+        a = Q[k, k]
+        dC[k, k, 0] = dC[k, k, 1] = dI2_dc11(s, s, a, a, a)
+        dC[k, k, 2] = dI2_dc12(s, s, a, a, a)
+        for l in range(k + 1, K):
+            b, c = Q[l, l], Q[k, l]
+            dC[k, l, 0] = dI2_dc11(s, s, a, b, c)
+            dC[k, l, 1] = dI2_dc22(s, s, a, b, c)
+            dC[k, l, 2] = dI2_dc12(s, s, a, b, c)
+        for m in range(M):
+            dD[k, m, 0] = dI2_dc11(s, t, a, T[m, m], R[k, m])
+            dD[k, m, 1] = dI2_dc12(s, t, a, T[m, m], R[k, m])
+    return dC, dD
+
+
+@njit(cache=True)
+def chain_apply(dC: np.ndarray, dD: np.ndarray, Cbar: np.ndarray, Dbar: np.ndarray):
+    """(G, H) of ``chain_to_overlaps`` from the derivatives of ``chain_coefficients``."""
+    K, M = Dbar.shape
     G = np.zeros((K, K))
     H = np.zeros((K, M))
     for k in range(K):
-        # C_kl and C_lk are one function of (Q_kk, Q_ll, Q_kl), I2 being symmetric in its two
-        # fields: its partials are computed once per pair k <= l (on the diagonal d/dc11 = d/dc22)
-        a = Q[k, k]
-        d11, d12 = dI2_dc11(s, s, a, a, a), dI2_dc12(s, s, a, a, a)
-        G[k, k] += 2.0 * Cbar[k, k] * d11 + Cbar[k, k] * d12
+        G[k, k] += 2.0 * Cbar[k, k] * dC[k, k, 0] + Cbar[k, k] * dC[k, k, 2]
         for l in range(k + 1, K):
-            b, c = Q[l, l], Q[k, l]
-            d11, d22 = dI2_dc11(s, s, a, b, c), dI2_dc22(s, s, a, b, c)
-            d12 = dI2_dc12(s, s, a, b, c)
+            d11, d22, d12 = dC[k, l, 0], dC[k, l, 1], dC[k, l, 2]
             G[k, k] += (Cbar[k, l] + Cbar[l, k]) * d11
             G[l, l] += (Cbar[k, l] + Cbar[l, k]) * d22
             G[k, l] += Cbar[k, l] * d12
             G[l, k] += Cbar[l, k] * d12
         for m in range(M):
-            a, b, c = Q[k, k], T[m, m], R[k, m]
-            G[k, k] += Dbar[k, m] * dI2_dc11(s, t, a, b, c)
-            H[k, m] += Dbar[k, m] * dI2_dc12(s, t, a, b, c)
+            G[k, k] += Dbar[k, m] * dD[k, m, 0]
+            H[k, m] += Dbar[k, m] * dD[k, m, 1]
     for k in range(K):  # symmetrise: G <- (G + G^T) / 2
         for l in range(k + 1, K):
             G[k, l] = G[l, k] = 0.5 * (G[k, l] + G[l, k])
