@@ -1,9 +1,10 @@
 """The ANIL ODEs (population inner loop) against the simulation of networks of width N.
 
-Criterion. A simulation of width N starts exactly on the ODE's initial overlaps; its order
-parameters then deviate from the ODE solution by random fluctuations of size O(N^-1/2) plus a
-systematic O(1/N) bias. For every recorded column c (error, error_before_adaptation and every
-entry of Q, R, w), with S seeds,
+Criterion (``metaode.validation.criterion.worst_ratio``, the theory's own uncertainty t_c = 0). A
+simulation of width N starts exactly on the ODE's initial overlaps; its order parameters then
+deviate from the ODE solution by random fluctuations of size O(N^-1/2) plus a systematic O(1/N)
+bias. For every recorded column c (error, error_before_adaptation and every entry of Q, R, w), with
+S seeds,
 
     |mean_s c_s(alpha) - c_theory(alpha)| <= Z sigma_c / sqrt(S) + BIAS    at every alpha,
 
@@ -38,12 +39,11 @@ from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
-from metaode.trajectory import SUCCESS, Trajectory
+from metaode.trajectory import SUCCESS
+from metaode.validation.criterion import worst_ratio
 
 N = 4000
 SEEDS = range(4)
-Z = 5.0
-BIAS = 3.0 / N
 
 
 def anil_case(K: int, M: int, Q0, R0, w0, teacher: dict, training: dict) -> Config:
@@ -84,20 +84,6 @@ def columns(config: Config) -> list[str]:
     return ["error", "error_before_adaptation", *column_names(config.K, config.M)]
 
 
-def worst_ratio(theory: Trajectory, sims: list[Trajectory], names: list[str]) -> tuple[float, str]:
-    """max over columns and records of |seed mean - theory| / (Z sigma_c / sqrt(S) + BIAS)."""
-    worst, where = 0.0, ""
-    for name in names:
-        values = np.array([s.column(name) for s in sims])
-        sigma = values.std(axis=0, ddof=1).max()
-        tol = Z * sigma / np.sqrt(len(sims)) + BIAS
-        ratio = np.abs(values.mean(axis=0) - theory.column(name)) / tol
-        i = int(np.argmax(ratio))
-        if ratio[i] > worst:
-            worst, where = float(ratio[i]), f"{name} at alpha = {theory.alpha[i]:g}"
-    return worst, where
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_theory_follows_simulation(case: str) -> None:
     config, (key, alternative) = CASES[case]
@@ -109,10 +95,10 @@ def test_theory_follows_simulation(case: str) -> None:
     names = columns(config)
     # the run goes somewhere: the error drops by far more than the tolerances
     assert theory.error[-1] < 0.5 * theory.error[0]
-    ratio, where = worst_ratio(theory, sims, names)
+    ratio, where = worst_ratio(theory, sims, names, N)
     assert ratio <= 1.0, f"theory off by {ratio:.2f} tolerances ({where})"
     wrong = solve(build_system(config.replace(key, alternative)))
-    ratio, where = worst_ratio(wrong, sims, names)
+    ratio, where = worst_ratio(wrong, sims, names, N)
     assert ratio > 1.0, f"the criterion cannot tell {key} = {alternative!r} apart ({where})"
 
 

@@ -13,9 +13,9 @@ task_std = 0.5, P = 3, inner_steps = 2, inner_lr = 1, first order). With the for
 Monte Carlo (2000 tasks, common random numbers, no trajectory error) the second was 12 % off in
 R_0_0 at alpha = 8 and the first 12 standard errors off at alpha = 2.
 
-Criterion, as in tests/test_anil_theory_vs_simulation.py, extended by the theory's own reported
-uncertainty. For every recorded column c (error, error_before_adaptation, Q, R, w), with S = 4
-seeds,
+Criterion (``metaode.validation.criterion.worst_ratio``), as in
+tests/test_anil_theory_vs_simulation.py, extended by the theory's own reported uncertainty. For
+every recorded column c (error, error_before_adaptation, Q, R, w), with S = 4 seeds,
 
     |mean_s c_s(alpha) - c_theory(alpha)| <= Z sqrt(sigma_c^2 / S + t_c^2) + BIAS
 
@@ -41,6 +41,8 @@ the tolerances.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -50,9 +52,9 @@ from metaode.solvers.integrate import solve
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
 from metaode.trajectory import SUCCESS, Trajectory
+from metaode.validation.criterion import worst_ratio
 
 SEEDS = range(4)
-Z = 5.0
 
 
 def fewshot_case(P: int, order: str, inner_steps: int = 1, inner_lr: float = 1.0) -> Config:
@@ -92,39 +94,29 @@ CASES = {
     "P20_second": (fewshot_case(20, "second"), 4000),
     "P20_first": (fewshot_case(20, "first"), 4000),
     "P5_second_two_steps": (fewshot_case(5, "second", inner_steps=2, inner_lr=0.7), 4000),
-    **{f"strong_second_N{N}": (strong_case([1.0, 0.6], 0.7, 2, 3, "second"), N)
-       for N in (4000, 8000)},
-    **{f"strong_first_N{N}": (strong_case([1.0, 0.8], 0.5, 3, 2, "first"), N)
-       for N in (4000, 8000)},
+    **{f"{name}_N{N}": (config, N) for name, config in (
+        ("strong_second", strong_case([1.0, 0.6], 0.7, 2, 3, "second")),
+        ("strong_first", strong_case([1.0, 0.8], 0.5, 3, 2, "first"))) for N in (4000, 8000)},
 }
+
+
+@functools.cache
+def theory_of(config: Config, support: int | str | None = None) -> Trajectory:
+    """The theory of ``config`` (with ``support`` instead of its own if given), solved once: the
+    N = 4000 and 8000 cases share one config object, and a file's tests run in one process."""
+    if support is not None:
+        config = config.replace("training.support", support)
+    return solve(build_system(config))
 
 
 def columns(config: Config) -> list[str]:
     return ["error", "error_before_adaptation", *column_names(config.K, config.M)]
 
 
-def worst_ratio(theory: Trajectory, sims: list[Trajectory], names: list[str], N: int,
-                reference: Trajectory | None = None) -> tuple[float, str]:
-    """max over columns and records of |seed mean - theory| / tolerance (module docstring), with
-    the uncertainty of ``theory``; the centre is ``reference`` if given (power check)."""
-    worst, where = 0.0, ""
-    for name in names:
-        values = np.array([s.column(name) for s in sims])
-        sigma = values.std(axis=0, ddof=1).max()
-        t = theory.uncertainty[name].max()
-        tol = Z * np.sqrt(sigma**2 / len(sims) + t**2) + 3.0 / N
-        center = (theory if reference is None else reference).column(name)
-        ratio = np.abs(values.mean(axis=0) - center) / tol
-        i = int(np.argmax(ratio))
-        if ratio[i] > worst:
-            worst, where = float(ratio[i]), f"{name} at alpha = {sims[0].alpha[i]:g}"
-    return worst, where
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_fewshot_theory_follows_simulation(case: str) -> None:
     config, N = CASES[case]
-    theory = solve(build_system(config))
+    theory = theory_of(config)
     sims = simulate(config, N, SEEDS, progress=False, workers=2)
     assert theory.status == SUCCESS and all(s.status == SUCCESS for s in sims)
     assert theory.monte_carlo["tolerance_met"]
@@ -137,7 +129,7 @@ def test_fewshot_theory_follows_simulation(case: str) -> None:
     print(f"{case}: worst ratio {ratio:.2f} ({where})")
     assert ratio <= 1.0, f"theory off by {ratio:.2f} tolerances ({where})"
     if config.training.support in (2, 3):
-        population = solve(build_system(config.replace("training.support", "population")))
+        population = theory_of(config, "population")
         ratio, where = worst_ratio(theory, sims, names, N, reference=population)
         print(f"{case}: population theory at {ratio:.2f} tolerances ({where})")
         assert ratio > 2.0, f"the criterion cannot tell P from the population ({where})"

@@ -30,7 +30,18 @@ from metaode.simulations.run import simulate_seed
 from metaode.solvers.integrate import STREAM_RTOL_FRACTION, integrate, solve
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
+from metaode.trajectory import Trajectory
 from metaode.validation.plots import save_figure
+
+
+def paired_runs(config: Config, N: int, seeds: Sequence[int],
+                progress: bool = False) -> tuple[list[Trajectory], list[Trajectory]]:
+    """(maml runs, anil runs) of ``config`` at width N, one pair per seed on identical draws."""
+    maml = config.replace("training.algorithm", "maml")
+    anil = config.replace("training.algorithm", "anil")
+    pairs = [(simulate_seed(maml, int(N), int(seed), progress),
+              simulate_seed(anil, int(N), int(seed), progress)) for seed in seeds]
+    return [m for m, _ in pairs], [a for _, a in pairs]
 
 
 def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
@@ -43,18 +54,12 @@ def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
     y_maml - y_anil of column c (the state and the errors) at every record, one row per N, and
     difference_err its standard error over the seeds (NaN for one seed).
     """
-    anil = config.replace("training.algorithm", "anil")
-    maml = config.replace("training.algorithm", "maml")
-    names = ["error", "error_before_adaptation", *column_names(config.K, config.M)]
     gaps = np.empty((len(N_values), len(seeds)))
-    diffs = {n: np.empty((len(N_values), len(seeds), config.output.points)) for n in names}
+    rows = []
     for i, N in enumerate(N_values):
-        for j, seed in enumerate(seeds):
-            a = simulate_seed(anil, int(N), int(seed), progress)
-            m = simulate_seed(maml, int(N), int(seed), progress)
-            gaps[i, j] = np.max(np.abs(m.states - a.states))
-            for n in names:
-                diffs[n][i, j] = m.column(n) - a.column(n)
+        maml, anil = paired_runs(config, N, seeds, progress)
+        gaps[i] = [np.max(np.abs(m.states - a.states)) for m, a in zip(maml, anil, strict=True)]
+        rows.append(paired_difference(maml, anil))
     mean = gaps.mean(axis=1)
     S = len(seeds)
     stderr = gaps.std(axis=1, ddof=1) / np.sqrt(S) if S > 1 else np.full(len(N_values), np.nan)
@@ -62,14 +67,27 @@ def maml_anil_gap(config: Config, N_values: Sequence[int], seeds: Sequence[int],
              if len(N_values) > 1 else float("nan"))
     return {"N": [int(n) for n in N_values], "gap": gaps, "mean": mean, "stderr": stderr,
             "slope": slope,
-            "difference": {n: d.mean(axis=1) for n, d in diffs.items()},
-            "difference_err": {n: (d.std(axis=1, ddof=1) / np.sqrt(S) if S > 1
-                                   else np.full(d.shape[::2], np.nan))
-                               for n, d in diffs.items()}}
+            "difference": {n: np.array([r[n][0] for r in rows]) for n in rows[0]},
+            "difference_err": {n: np.array([r[n][1] for r in rows]) for n in rows[0]}}
 
 
-def theory_gap(config: Config) -> dict:
-    """The maml - anil gap of the theory (finite support), both solved on maml's final sample.
+def paired_difference(maml: list[Trajectory],
+                      anil: list[Trajectory]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{column: (seed mean, standard error over the seeds)} of the signed paired difference
+    y_maml - y_anil at every record, for the errors and the state (NaN errors for one seed)."""
+    K, M = maml[0].K, maml[0].M
+    out = {}
+    for n in ["error", "error_before_adaptation", *column_names(K, M)]:
+        d = np.array([m.column(n) - a.column(n) for m, a in zip(maml, anil, strict=True)])
+        se = (d.std(axis=0, ddof=1) / np.sqrt(len(d)) if len(d) > 1
+              else np.full(d.shape[1], np.nan))
+        out[n] = (d.mean(axis=0), se)
+    return out
+
+
+def theory_gap(config: Config, pooled_maml: Trajectory | None = None) -> dict:
+    """The maml - anil gap of the theory (finite support), both solved on maml's final sample
+    (``pooled_maml``: maml's solve of ``config``, if the caller has it already).
 
     Returns {"gap": max_t max_i |y_maml,i - y_anil,i| of the pooled trajectories, "gap_err": std_b
     gap_b / sqrt(B) over the B streams, "alpha": records, "difference": {column: maml - anil},
@@ -77,7 +95,8 @@ def theory_gap(config: Config) -> dict:
     With one inner step the two theories are identical and the gap is 0 exactly.
     """
     maml = config.replace("training.algorithm", "maml")
-    pooled_maml = solve(build_system(maml))
+    if pooled_maml is None:
+        pooled_maml = solve(build_system(maml))
     budget = pooled_maml.monte_carlo["tasks"]
     maml_system = build_system(maml).with_budget(budget)
     anil_system = build_system(config.replace("training.algorithm", "anil")).with_budget(budget)
