@@ -334,9 +334,17 @@ KEY = re.compile(r"\b([a-z_]+)\.([A-Za-z0-9_]+):")
 FAILED_AT = re.compile(r"(theory|seed (\d+)): (?!the meta-test)[a-z -]*at alpha = ([0-9.eE+-]+)")
 
 
+#: Documented values that contain one of assert_clean's words: the solver method of that name,
+#: which a message listing the allowed methods names (not a leak from numba's internals).
+DOCUMENTED_NAMES = ("numba-DOP853",)
+
+
 def assert_clean(line: str) -> None:
+    text = line
+    for name in DOCUMENTED_NAMES:
+        text = text.replace(name, "")
     for bad in ("Traceback", "internal error", "numba", "Numba", "NRT_"):
-        assert bad not in line, line
+        assert bad not in text, line
 
 
 #: Columns whose NaN is a documented value, not a failure: sweep.csv's plateau height and escape
