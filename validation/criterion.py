@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metaode.theory.state import column_names
 from metaode.trajectory import Trajectory
 
 #: Standard errors of the combined tolerance.
@@ -29,6 +30,11 @@ Z = 5.0
 
 #: The allowance for the simulation's O(1/N) bias, times N.
 BIAS_TIMES_N = 3.0
+
+
+def compared_columns(K: int, M: int) -> list[str]:
+    """The columns the criterion compares: the errors and every entry of Q, R and w."""
+    return ["error", "error_before_adaptation", *column_names(K, M)]
 
 
 def worst_ratio(theory: Trajectory, sims: list[Trajectory], names: list[str], N: int,

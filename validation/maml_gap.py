@@ -31,6 +31,7 @@ from metaode.solvers.integrate import STREAM_RTOL_FRACTION, integrate, solve
 from metaode.theory.state import column_names
 from metaode.theory.system import build_system
 from metaode.trajectory import Trajectory
+from metaode.validation.criterion import compared_columns
 from metaode.validation.plots import save_figure
 
 
@@ -77,7 +78,7 @@ def paired_difference(maml: list[Trajectory],
     y_maml - y_anil at every record, for the errors and the state (NaN errors for one seed)."""
     K, M = maml[0].K, maml[0].M
     out = {}
-    for n in ["error", "error_before_adaptation", *column_names(K, M)]:
+    for n in compared_columns(K, M):
         d = np.array([m.column(n) - a.column(n) for m, a in zip(maml, anil, strict=True)])
         se = (d.std(axis=0, ddof=1) / np.sqrt(len(d)) if len(d) > 1
               else np.full(d.shape[1], np.nan))

@@ -32,9 +32,8 @@ import numpy as np
 from metaode.config import Config
 from metaode.io import atomic_write_text, write_json
 from metaode.solvers.integrate import solve
-from metaode.theory.state import column_names
 from metaode.theory.system import build_system
-from metaode.validation.criterion import worst_ratio
+from metaode.validation.criterion import compared_columns, worst_ratio
 from metaode.validation.maml_gap import (
     difference_agreement,
     paired_difference,
@@ -69,7 +68,7 @@ def study_case(config: Config, N: int, seeds: list[int]) -> dict:
     maml_theory = solve(build_system(config))
     anil_theory = solve(build_system(config.replace("training.algorithm", "anil")))
     maml, anil = paired_runs(config, N, seeds)
-    names = ["error", "error_before_adaptation", *column_names(config.K, config.M)]
+    names = compared_columns(config.K, config.M)
     ratio, where = worst_ratio(maml_theory, maml, names, N)
     power, power_where = worst_ratio(maml_theory, maml, names, N, reference=anil_theory)
     paired = paired_difference(maml, anil)
