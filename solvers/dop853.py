@@ -17,6 +17,11 @@ Everything runs inside compiled code: the right-hand side (``theory.system.flow_
 system's flow, resolved at compile time), the check of every accepted step
 (``theory.system.state_check``), and the records with their runaway check. ``advance`` stops after
 a given record so that the caller can poll for an interruption between chunks of records.
+
+``advance`` is the one compiled entry point: the helpers that evaluate the right-hand side are
+inlined into it (numba ``inline="always"``), since numba links and re-optimises a function's whole
+call tree into every compiled function that calls it; the few-shot right-hand side then compiles
+into the integrator once instead of once per helper and argument type (~25 s each).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def _rms(x: np.ndarray) -> float:
     return np.sqrt(np.sum(x * x) / x.shape[0])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _evaluate(flow, x, K, s) -> bool:
     """K[s] = f(x); False if the right-hand side raised (a compiled kernel's ZeroDivisionError, a
     failed factorisation) or is not finite: the integration stops there, as in
@@ -64,7 +69,7 @@ def _evaluate(flow, x, K, s) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _stage(flow, y, h, K, s, a, ys) -> bool:
     """K[s] = f(ys), ys = y + h sum_{j<s} a_j K[j]."""
     for i in range(y.shape[0]):
@@ -97,7 +102,7 @@ def _error_norm(K, h, scale) -> float:
     return abs(h) * s5 / np.sqrt((s5 + 0.01 * s3) * n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _dense(flow, h, y_old, y_new, K, F, ys) -> int:
     """The interpolant's coefficients F (7 x n) of the step of length h from y_old to y_new, after
     the 3 extra stages (scipy's ``DOP853._dense_output_impl``); -1, or the extra stage whose
@@ -132,12 +137,10 @@ def _interpolate(F, y_old, x, out) -> None:
         out[i] = acc + y_old[i]
 
 
-@njit(cache=True)
-def start(flow, y0, t_end, rtol, atol, max_step, clock, f):
-    """f = f(y0) and the first step into clock = [alpha, |h|, nfev]; False if the right-hand
-    side raised."""
-    n = y0.shape[0]
-    K = np.empty((2, n))
+@njit(cache=True, inline="always")
+def _start(flow, y0, t_end, rtol, atol, max_step, clock, f, K):
+    """f = f(y0) and the first step into clock = [alpha, |h|, nfev] (scipy's
+    ``select_initial_step``); False if the right-hand side raised. K: workspace (>= 2 rows)."""
     if not _evaluate(flow, y0, K, 0):
         return False
     f[:] = K[0]
@@ -150,7 +153,9 @@ def start(flow, y0, t_end, rtol, atol, max_step, clock, f):
     d0, d1 = _rms(y0 / scale), _rms(f / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, interval)
-    if not _evaluate(flow, y0 + h0 * f, K, 1):
+    ys = y0 + h0 * f
+    if not _evaluate(flow, ys, K, 1):
+        y0[:] = ys
         return False
     clock[2] = 2
     d2 = _rms((K[1] - f) / scale) / h0
@@ -164,7 +169,8 @@ def start(flow, y0, t_end, rtol, atol, max_step, clock, f):
 
 @njit(cache=True)
 def advance(flow, check, times, states, recorded, until, y, f, clock, rtol, atol, max_step):
-    """Integrate from the current point (clock = [alpha, |h|, nfev], y, f = f(y)) until at least
+    """Integrate from the current point (clock = [alpha, |h|, nfev], y, f = f(y); on the first call,
+    nfev = 0, from y alone: ``_start``) until at least
     the records times[:until] are in ``states`` (``recorded`` of them already are), checking each
     accepted step (``state_check``) and each record (``runaway_index``) as ``solvers.integrate``
     does with scipy's solvers.
@@ -177,9 +183,11 @@ def advance(flow, check, times, states, recorded, until, y, f, clock, rtol, atol
     """
     K_units, M_units, T, bound, tolerance, max_norm = check
     n = y.shape[0]
-    t, h_abs, nfev = clock[0], clock[1], int(clock[2])
     t_end = times[-1]
     Kst = np.empty((EXTENDED, n))
+    if clock[2] == 0 and not _start(flow, y, t_end, rtol, atol, max_step, clock, f, Kst):
+        return RHS_FAILED, recorded, 0, -1, 0.0
+    t, h_abs, nfev = clock[0], clock[1], int(clock[2])
     F = np.empty((7, n))
     ys = np.empty(n)
     y_new = np.empty(n)

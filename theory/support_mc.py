@@ -178,7 +178,7 @@ def task_basis_maps(u0: np.ndarray, task_std: float, noise: float, P: int):
     return U, S, d
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def support_features(acts, fields: np.ndarray, i: int, task: np.ndarray, root: np.ndarray,
                      K: int, u0: np.ndarray, noise: float, z: np.ndarray, phi: np.ndarray,
                      gp: np.ndarray, Y: np.ndarray) -> None:
@@ -210,7 +210,7 @@ def support_features(acts, fields: np.ndarray, i: int, task: np.ndarray, root: n
         Y[p, 0] = y0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def inner_forward(phi: np.ndarray, Y: np.ndarray, w: np.ndarray, inner_lr: float,
                   Zs: np.ndarray) -> None:
     """Fill Zs (shape (s + 1, K, d)) with Z^(0) = [w | 0], Z^(r+1) = Z^(r) - (inner_lr / P) phi^T
@@ -235,7 +235,7 @@ def inner_forward(phi: np.ndarray, Y: np.ndarray, w: np.ndarray, inner_lr: float
                     Zs[r + 1, k, j] -= c * phi[p, k] * resid
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def inner_backward(phi: np.ndarray, Y: np.ndarray, Zs: np.ndarray, steps: int, inner_lr: float,
                    Zbar: np.ndarray, phibar: np.ndarray, proj: np.ndarray) -> None:
     """Reverse pass of ``inner_forward`` over its first ``steps`` steps (heads Zs[0..steps]): the
@@ -266,7 +266,7 @@ def inner_backward(phi: np.ndarray, Y: np.ndarray, Zs: np.ndarray, steps: int, i
                     Zbar[k, j] -= c * phi[p, k] * proj[p, j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def query_loss(Z: np.ndarray, C: np.ndarray, DU: np.ndarray, S: np.ndarray,
                head_term: float) -> float:
     """``meta_loss``(Z, C, D, E, U, S) = sum_j S_j sum_k Z_kj (1/2 (C Z)_kj - (D U)_kj) + head_term
@@ -285,7 +285,7 @@ def query_loss(Z: np.ndarray, C: np.ndarray, DU: np.ndarray, S: np.ndarray,
     return loss + head_term
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def gradient_terms(Zs, steps, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr, second_order,
                    out, Zbar, phibar, proj):
     """Write (loss, Cbar, Dbar, SQ, SR, wbar) of one support set after ``steps`` inner steps
@@ -327,7 +327,7 @@ def gradient_terms(Zs, steps, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr
         out[i + k] = Zbar[k, 0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def support_moments(phi: np.ndarray, Y: np.ndarray, C: np.ndarray, D: np.ndarray,
                     out: np.ndarray, at: int) -> None:
     """out[at:] = C^_kl - C_kl (k <= l), then D^_km - D_km, of one support set: C^ = phi^T phi / P
@@ -357,7 +357,7 @@ def terms_size(K: int, M: int) -> int:
     return 1 + 2 * K * K + 2 * K * M + K
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def query_diffusion(Zs, steps, U, root_S, W, N, pairs, query, out, at, X, Y, forms) -> None:
     """out[at:at + K(K+1)/2] = the query part of Phi of one support set (k <= l, in the order of
     ``theory.fields.student_pairs``): ``theory.fields.add_diffusion`` of the Gaussian
@@ -376,7 +376,7 @@ def query_diffusion(Zs, steps, U, root_S, W, N, pairs, query, out, at, X, Y, for
     add_diffusion(W, N, pairs, X, 1.0 / query, out, at, Y, forms)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def query_gradient_moment(c, C, D, F, noise, query, gbar, Gamma) -> None:
     """Gamma = E_query[ghat ghat^T] = gbar gbar^T (1 - 1/query) + (sum_ab c_a c_b F_..ab +
     noise^2 C) / query, the second moment of the query gradient ghat = (1/query) sum_q Delta_q
@@ -401,7 +401,7 @@ def query_gradient_moment(c, C, D, F, noise, query, gbar, Gamma) -> None:
                                          + (cfc + noise * noise * C[k, l]) / query)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_support_part(jac, Gamma, scale, out, at) -> None:
     """out[at:at + K(K+1)/2] += scale (sum_p Jac_p Gamma Jac_p^T)_kl (k <= l): the support part
     of Phi, lambdabar_p = Jac_p ghat, Gamma = ``query_gradient_moment``."""
@@ -420,7 +420,7 @@ def add_support_part(jac, Gamma, scale, out, at) -> None:
             i += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr, query, scale, out,
                       at, Zs_e, Y_e, c, gbar, Gamma, cot, phibar, proj_e, jac) -> None:
     """Add to out[at:at + K(K+1)/2] scale times the support part of Phi of one support set (second
@@ -459,7 +459,7 @@ def support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr, que
     add_support_part(jac, Gamma, scale, out, at)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def task_vector(task, i, M, task_std, sign, e) -> None:
     """e = (1, sign task_std eta, sign zeta) of support set i (task[i] = (eta, zeta); zeta only
     where e has its columns): the set's sampled task, sign = -1 its mirror image."""
