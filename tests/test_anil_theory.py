@@ -26,7 +26,14 @@ from states import ERF, random_state, sgd_i3_rhs
 from metaode.config import Config
 from metaode.solvers.integrate import solve
 from metaode.theory.anil import anil_rhs, inner_loop, meta_gradient, metatest_errors
-from metaode.theory.fields import error_blocks, meta_loss, representation_error, task_basis
+from metaode.theory.fields import (
+    CHOLESKY_FLOOR,
+    error_blocks,
+    meta_loss,
+    psd_solve,
+    representation_error,
+    task_basis,
+)
 from metaode.theory.state import pack
 from metaode.theory.system import build_system
 
@@ -136,6 +143,46 @@ def test_perfect_representation_meta_error(s: int, T: np.ndarray) -> None:
     assert abs(obs["representation_error"]) <= 1e-12 * before
     if s > 0:  # adaptation helps: P is a contraction for eta < 2 / lambda_max(E)
         assert expected < before
+
+
+@pytest.mark.parametrize("K,M", SHAPES + [(5, 3)])
+def test_psd_solve_is_the_least_squares_solution(K: int, M: int) -> None:
+    """``psd_solve`` (Cholesky while C is well conditioned) against numpy's least squares on the
+    error blocks of random states, and on C made nearly singular (two student units alike, as
+    on a plateau; gap 1e-3 stays on the Cholesky route, 1e-5 and 1e-9 fall below CHOLESKY_FLOOR
+    and take the least-squares one, which the Schur complement D^T C^+ D must not notice). Measured:
+    <= 2.7e-15 relative on the random states (condition numbers <= 41); 1e-12 is rounding times
+    the condition number with margin; a wrong substitution is O(1)."""
+    for seed in range(20):
+        Q, R, T, _, _ = random_state(K, M, seed)
+        C, D, _ = error_blocks(ERF, Q, R, T)
+        expected = np.linalg.lstsq(C, D, rcond=1e-12)[0]
+        assert np.linalg.cond(C) < 1e3
+        np.testing.assert_allclose(psd_solve(C, D), expected, rtol=1e-12,
+                                   atol=1e-12 * np.abs(expected).max())
+    for gap in (1e-3, 1e-5, 1e-9):  # student unit 1 -> unit 0 as gap -> 0
+        Q, R, T, _, _ = random_state(K, M, 3)
+        J = np.linalg.cholesky(np.block([[Q, R], [R.T, T]]) + 1e-14 * np.eye(K + M))
+        J[1] = J[0] + gap * J[1]
+        omega = J @ J.T
+        C, D, _ = error_blocks(ERF, omega[:K, :K], omega[:K, K:], omega[K:, K:])
+        schur = D.T @ psd_solve(C, D)
+        reference = D.T @ np.linalg.lstsq(C, D, rcond=1e-12)[0]
+        np.testing.assert_allclose(schur, reference, rtol=1e-8, atol=1e-10)
+        assert (smallest_pivot(C) / C.diagonal().max() < CHOLESKY_FLOOR) == (gap <= 1e-5)
+
+
+def smallest_pivot(C: np.ndarray) -> float:
+    """The smallest L_jj^2 of the Cholesky factorisation of C, up to the first pivot <= 0."""
+    L = np.zeros_like(C)
+    pivots = []
+    for j in range(C.shape[0]):
+        pivots.append(C[j, j] - L[j, :j] @ L[j, :j])
+        if pivots[-1] <= 0.0:
+            break
+        L[j, j] = np.sqrt(pivots[-1])
+        L[j + 1:, j] = (C[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return min(pivots)
 
 
 # -- meta-test curve -----------------------------------------------------------------------------

@@ -237,13 +237,58 @@ def task_basis(u0: np.ndarray, task_std: float):
     return U, S
 
 
+#: ``psd_solve`` uses its Cholesky factor while every pivot L_jj^2 is at least this fraction of
+#: C's largest diagonal entry (a condition number below ~1e8); a more nearly singular C (two
+#: student units alike, as on a plateau) goes to the least-squares solve.
+CHOLESKY_FLOOR = 1e-8
+
+
+@njit(cache=True)
+def psd_solve(C: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """C^+ D for a positive semi-definite C: by Cholesky (C = L L^T, forward and back
+    substitution, written out for the small K x K blocks) while C is well conditioned
+    (CHOLESKY_FLOOR), otherwise the least-squares solution with singular values below 1e-12 of
+    the largest dropped (``np.linalg.lstsq``, which costs ~5 us per call even for K = 2)."""
+    K, M = D.shape
+    top = 0.0
+    for k in range(K):
+        top = max(top, C[k, k])
+    L = np.zeros((K, K))
+    for j in range(K):
+        acc = C[j, j]
+        for i in range(j):
+            acc -= L[j, i] * L[j, i]
+        if not acc > CHOLESKY_FLOOR * top:
+            return np.linalg.lstsq(C, D, rcond=1e-12)[0]
+        L[j, j] = np.sqrt(acc)
+        for k in range(j + 1, K):
+            acc = C[k, j]
+            for i in range(j):
+                acc -= L[k, i] * L[j, i]
+            L[k, j] = acc / L[j, j]
+    X = np.empty((K, M))
+    for m in range(M):
+        for k in range(K):  # L v = D
+            acc = D[k, m]
+            for i in range(k):
+                acc -= L[k, i] * X[i, m]
+            X[k, m] = acc / L[k, k]
+        for k in range(K - 1, -1, -1):  # L^T x = v
+            acc = X[k, m]
+            for i in range(k + 1, K):
+                acc -= L[i, k] * X[i, m]
+            X[k, m] = acc / L[k, k]
+    return X
+
+
 @njit(cache=True)
 def representation_error(acts: Activations, Q: np.ndarray, R: np.ndarray, T: np.ndarray,
                          u0: np.ndarray, task_std: float) -> float:
-    """E_tau min_w eps(w; u_tau) = 1/2 tr(S U^T (E - D^T C^+ D) U): the best head per task."""
+    """E_tau min_w eps(w; u_tau) = 1/2 tr(S U^T (E - D^T C^+ D) U): the best head per task
+    (C^+ D by ``psd_solve``)."""
     C, D, E = error_blocks(acts, Q, R, T)
     U, S = task_basis(u0, task_std)
-    schur = E - D.T @ np.linalg.lstsq(C, D, rcond=1e-12)[0]
+    schur = E - D.T @ psd_solve(C, D)
     M = U.shape[0]
     total = 0.0
     for j in range(U.shape[1]):
