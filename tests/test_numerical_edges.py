@@ -131,6 +131,33 @@ def test_loss_of_positive_definiteness_beyond_pairwise_checks():
     assert f"{lowest:.3g}" in message
 
 
+def test_state_check_agrees_with_the_eigenvalues_near_the_boundary():
+    """The covariance check's shifted Cholesky test (``state_check``) gives the verdict of the
+    smallest eigenvalue against -tolerance max(1, max |Omega|) for Gram matrices moved across that
+    threshold: smallest eigenvalues from -10 to +10 tolerances, K = 1..4, M = 1..3 (a state within
+    1e-3 tolerance of the threshold is skipped: there rounding may decide either way)."""
+    rng = np.random.default_rng(7)
+    tolerance, checked = 1e-6, 0
+    for _ in range(400):
+        K, M = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        n = K + M
+        V = rng.standard_normal((n, n - 1))  # a singular Gram matrix, then shifted
+        omega = V @ V.T
+        scale = max(1.0, np.abs(omega).max())
+        omega -= rng.uniform(-10, 10) * tolerance * scale * np.eye(n)
+        lowest = np.linalg.eigvalsh(omega)[0]
+        threshold = -tolerance * max(1.0, np.abs(omega).max())
+        if abs(lowest - threshold) < 1e-3 * tolerance * scale:
+            continue
+        T = omega[K:, K:]
+        iu = np.triu_indices(K)
+        y = np.concatenate([omega[:K, :K][iu], omega[:K, K:].ravel(), np.zeros(K)])
+        message = state_problem(y, K, M, T, tolerance)
+        assert bool(message) == (lowest < threshold), (K, M, lowest, threshold, message)
+        checked += 1
+    assert checked > 350
+
+
 @pytest.mark.parametrize("method", INTEGRATORS)
 def test_integration_that_leaves_the_covariances_stops_there(method):
     """A straight line in state space (``flows.DRIFT``), y(alpha) = y0 + alpha d, from a valid

@@ -30,7 +30,7 @@ import pytest
 from rhs_cases import CASES
 
 from metaode.config import Config
-from metaode.theory.system import build_system
+from metaode.theory.system import build_system, evaluate, specialised, type_key
 
 REFERENCE = Path(__file__).parent / "data" / "rhs_reference.npz"
 REFERENCE_SE = Path(__file__).parent / "data" / "rhs_reference_se.npz"
@@ -57,3 +57,20 @@ def test_right_hand_side_unchanged(name: str) -> None:
            / np.abs(expected[:, exact]).max(axis=1))
     rtol = MC_DRIFT_RTOL if system.monte_carlo and system.config.training.inner_steps > 1 else 1e-12
     assert rel.max() <= rtol, f"{name}: right-hand side moved by {rel.max():.2e} (relative)"
+
+
+def test_entry_points_are_kept_per_argument_types() -> None:
+    """``specialised`` keeps one compiled entry point per argument types (``type_key``): an sgd
+    and an anil system (one flow class, the same field types) share it and each gets its own
+    right-hand side from it (that of numba's dispatcher, which types the arguments anew); a
+    value that the key does not know is refused instead of keyed wrongly."""
+    sgd, anil = (build_system(Config.from_dict(CASES[name])) for name in ("sgd", "anil_second"))
+    assert type_key(sgd.flow) == type_key(anil.flow)
+    y = sgd.initial_state()
+    assert specialised(evaluate, sgd.flow, y) is specialised(evaluate, anil.flow, y)
+    for system in (sgd, anil):
+        np.testing.assert_array_equal(system.rhs(0.0, y), evaluate(system.flow, y))
+    assert type_key(np.zeros((2, 2))) != type_key(np.zeros(2))
+    assert type_key(np.zeros((2, 2))) != type_key(np.zeros((2, 2)).T)
+    with pytest.raises(TypeError):
+        type_key([1.0, 2.0])

@@ -212,8 +212,7 @@ def anil_rhs(acts: Activations, y: np.ndarray, K: int, M: int, T: np.ndarray, u0
     G, H, wbar, Zs = meta_gradient(acts, Q, R, T, w, U, S, inner_lr, steps, second_order)
     mean, spread = adapted_head_moments(Zs[steps], U, task_std)
     phi = diffusion(acts, field_covariance(Q, R, T), K, mean, spread, noise)
-    return overlap_flow(Q, R, T, G, H, np.zeros((K, K)), np.zeros((K, M)), wbar, phi, lr,
-                        lr_head, batch)
+    return overlap_flow(Q, R, T, G, H, wbar, phi, lr, lr_head, batch)
 
 
 @njit(cache=True)

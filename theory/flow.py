@@ -89,36 +89,38 @@ def chain_apply(dC: np.ndarray, dD: np.ndarray, Cbar: np.ndarray, Dbar: np.ndarr
 
 @njit(cache=True)
 def overlap_drift(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
-                  SQ: np.ndarray, SR: np.ndarray, wbar: np.ndarray) -> np.ndarray:
+                  SQ: np.ndarray | None, SR: np.ndarray | None, wbar: np.ndarray) -> np.ndarray:
     """pack(X + X^T, 2 G R + H T + SR, wbar) with X = 2 G Q + H R^T + SQ: the drift of the overlaps
     per unit of -lr (of w: of -lr_head), in the layout of the state (written out: K and M are
-    small, a BLAS call per product would cost more than the arithmetic)."""
+    small, a BLAS call per product would cost more than the arithmetic). SQ = SR = None: no
+    support-field directions (zero)."""
     K, M = R.shape
-    X = np.empty((K, K))
-    for k in range(K):
-        for l in range(K):
-            acc = SQ[k, l]
-            for j in range(K):
-                acc += 2.0 * G[k, j] * Q[j, l]
-            for m in range(M):
-                acc += H[k, m] * R[l, m]
-            X[k, l] = acc
     out = np.empty(K * (K + 1) // 2 + K * M + K)
     i = 0
     for k in range(K):
         for l in range(k, K):
-            out[i] = X[k, l] + X[l, k]
+            acc = 0.0
+            if SQ is not None:
+                acc = SQ[k, l] + SQ[l, k]
+            for j in range(K):
+                acc += 2.0 * (G[k, j] * Q[j, l] + G[l, j] * Q[j, k])
+            for m in range(M):
+                acc += H[k, m] * R[l, m] + H[l, m] * R[k, m]
+            out[i] = acc
             i += 1
     for k in range(K):
         for m in range(M):
-            acc = SR[k, m]
+            acc = 0.0
+            if SR is not None:
+                acc = SR[k, m]
             for j in range(K):
                 acc += 2.0 * G[k, j] * R[j, m]
             for n in range(M):
                 acc += H[k, n] * T[n, m]
             out[i] = acc
             i += 1
-    out[i:] = wbar
+    for k in range(K):
+        out[i + k] = wbar[k]
     return out
 
 
@@ -127,8 +129,16 @@ def flow_of_drift(drift: np.ndarray, phi: np.ndarray, lr: float, lr_head: float,
                   batch: int) -> np.ndarray:
     """dy/dalpha = pack(-lr dQ + lr^2 / batch Phi, -lr dR, -lr_head wbar) from the drift in the
     layout of the state (``overlap_drift``) and the K x K matrix Phi."""
-    K = phi.shape[0]
     out = np.empty_like(drift)
+    scale_drift(drift, phi, lr, lr_head, batch, out)
+    return out
+
+
+@njit(cache=True)
+def scale_drift(drift: np.ndarray, phi: np.ndarray, lr: float, lr_head: float, batch: int,
+                out: np.ndarray) -> None:
+    """out = ``flow_of_drift`` (out may be drift itself)."""
+    K = phi.shape[0]
     diffusion = lr * lr / batch
     i = 0
     for k in range(K):
@@ -140,12 +150,14 @@ def flow_of_drift(drift: np.ndarray, phi: np.ndarray, lr: float, lr_head: float,
         out[j] = -lr * drift[j]
     for j in range(head, drift.shape[0]):
         out[j] = -lr_head * drift[j]
-    return out
 
 
 @njit(cache=True)
 def overlap_flow(Q: np.ndarray, R: np.ndarray, T: np.ndarray, G: np.ndarray, H: np.ndarray,
-                 SQ: np.ndarray, SR: np.ndarray, wbar: np.ndarray, phi: np.ndarray, lr: float,
-                 lr_head: float, batch: int) -> np.ndarray:
-    """dy/dalpha = pack(dQ, dR, dw) of the module docstring."""
-    return flow_of_drift(overlap_drift(Q, R, T, G, H, SQ, SR, wbar), phi, lr, lr_head, batch)
+                 wbar: np.ndarray, phi: np.ndarray, lr: float, lr_head: float,
+                 batch: int) -> np.ndarray:
+    """dy/dalpha = pack(dQ, dR, dw) of the module docstring without support-field directions
+    (SQ = SR = 0)."""
+    out = overlap_drift(Q, R, T, G, H, None, None, wbar)
+    scale_drift(out, phi, lr, lr_head, batch, out)
+    return out

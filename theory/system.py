@@ -111,12 +111,8 @@ class ODESystem:
         """``kernel``'s compiled entry point for this system's flow (``specialised``)."""
         if self.flow is None:
             raise NotImplementedError(f"{type(self).__name__} has no compiled flow")
-        cache = self.__dict__.setdefault("_entries", {})
-        if kernel not in cache:
-            example = self.initial_state()
-            cache[kernel] = specialised(kernel, self.flow,
-                                        example if kernel is evaluate else example[None, :])
-        return cache[kernel]
+        example = self.initial_state()
+        return specialised(kernel, self.flow, example if kernel is evaluate else example[None, :])
 
     @property
     def psd_tolerance(self) -> float:
@@ -216,7 +212,12 @@ def non_finite(observables: dict[str, float]) -> str:
 @njit(cache=True)
 def state_check(y, K, M, T, bound, tolerance):
     """(code, index, value): 0 valid; 1 y[index] non-finite; 2 |y[index]| > bound; 3 the smallest
-    eigenvalue ``value`` of Omega is below -tolerance max(1, max |Omega|)."""
+    eigenvalue ``value`` of Omega is below -tolerance max(1, max |Omega|).
+
+    The eigenvalue test runs on every accepted integrator step, so it is first made by a
+    Cholesky factorisation of Omega + eps I, eps = tolerance max(1, max |Omega|), which succeeds
+    exactly when the smallest eigenvalue of Omega exceeds -eps (written out: no LAPACK call);
+    only a failed factorisation computes the eigenvalues, which decide."""
     for i in range(y.shape[0]):
         if not np.isfinite(y[i]):
             return 1, i, y[i]
@@ -224,20 +225,68 @@ def state_check(y, K, M, T, bound, tolerance):
             return 2, i, y[i]
     Q, R, _ = unpack(y, K, M)
     omega = field_covariance(Q, R, T)
+    eps = tolerance * max(1.0, np.abs(omega).max())
+    if positive_definite_shifted(omega, eps):
+        return 0, -1, 0.0
     lowest = np.linalg.eigvalsh(omega)[0]
-    if lowest < -tolerance * max(1.0, np.abs(omega).max()):
+    if lowest < -eps:
         return 3, -1, lowest
     return 0, -1, 0.0
+
+
+@njit(cache=True)
+def positive_definite_shifted(A: np.ndarray, eps: float) -> bool:
+    """Whether the symmetric A + eps I has a Cholesky factor, every pivot > 0 (written out for
+    the small Omega)."""
+    n = A.shape[0]
+    L = np.empty((n, n))
+    for j in range(n):
+        acc = A[j, j] + eps
+        for i in range(j):
+            acc -= L[j, i] * L[j, i]
+        if not acc > 0.0:
+            return False
+        L[j, j] = np.sqrt(acc)
+        for k in range(j + 1, n):
+            acc = A[k, j]
+            for i in range(j):
+                acc -= L[k, i] * L[j, i]
+            L[k, j] = acc / L[j, j]
+    return True
 
 
 def specialised(kernel: Any, *example: Any) -> Callable[..., Any]:
     """The compiled entry point of the numba function ``kernel`` for the argument types of
     ``example``: calling it skips the dispatcher's type resolution, which for the activation
     markers (named tuples) costs ~4 us per call from Python, more than a small right-hand side.
-    The caller passes arguments of exactly those types (y: a C-contiguous float64 vector)."""
-    signature = tuple(typeof(a) for a in example)
-    kernel.compile(signature)
-    return kernel.overloads[signature].entry_point
+    The caller passes arguments of exactly those types (y: a C-contiguous float64 vector).
+
+    Entry points are kept per (kernel, ``type_key`` of the arguments): numba's ``typeof`` of a
+    flow costs ~0.4 ms, as much as a whole small solve inside a sweep."""
+    key = (kernel, type_key(example))
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        signature = tuple(typeof(a) for a in example)
+        kernel.compile(signature)
+        entry = _ENTRIES[key] = kernel.overloads[signature].entry_point
+    return entry
+
+
+_ENTRIES: dict[tuple[Any, Any], Callable[..., Any]] = {}
+
+
+def type_key(value: Any) -> Any:
+    """What numba's ``typeof`` of ``value`` depends on, for the values a flow holds: the class of
+    a tuple (a flow, an activation marker) with the keys of its items, an array's dtype,
+    dimensions and layout, and the class of a number."""
+    if isinstance(value, tuple):
+        return (type(value), tuple(type_key(v) for v in value))
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.ndim, value.flags.c_contiguous, value.flags.f_contiguous,
+                value.flags.writeable)
+    if isinstance(value, bool | int | float | np.generic):
+        return type(value)
+    raise TypeError(f"no type key for a {type(value).__name__} in a flow")
 
 
 def build_system(config: Config) -> ODESystem:
