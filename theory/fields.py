@@ -244,28 +244,40 @@ CHOLESKY_FLOOR = 1e-8
 
 
 @njit(cache=True)
+def cholesky_factor(A: np.ndarray, shift: float, floor: float):
+    """(ok, L): the lower Cholesky factor L L^T = A + shift I of a symmetric A, written out for
+    the small matrices of the theory (no LAPACK call); ok is False, and L incomplete, as soon as a
+    pivot L_jj^2 is not above ``floor``."""
+    n = A.shape[0]
+    L = np.zeros((n, n))
+    for j in range(n):
+        acc = A[j, j] + shift
+        for i in range(j):
+            acc -= L[j, i] * L[j, i]
+        if not acc > floor:
+            return False, L
+        L[j, j] = np.sqrt(acc)
+        for k in range(j + 1, n):
+            acc = A[k, j]
+            for i in range(j):
+                acc -= L[k, i] * L[j, i]
+            L[k, j] = acc / L[j, j]
+    return True, L
+
+
+@njit(cache=True)
 def psd_solve(C: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """C^+ D for a positive semi-definite C: by Cholesky (C = L L^T, forward and back
-    substitution, written out for the small K x K blocks) while C is well conditioned
+    """C^+ D for a positive semi-definite C: by Cholesky (``cholesky_factor``, then forward and
+    back substitution, written out for the small K x K blocks) while C is well conditioned
     (CHOLESKY_FLOOR), otherwise the least-squares solution with singular values below 1e-12 of
     the largest dropped (``np.linalg.lstsq``, which costs ~5 us per call even for K = 2)."""
     K, M = D.shape
     top = 0.0
     for k in range(K):
         top = max(top, C[k, k])
-    L = np.zeros((K, K))
-    for j in range(K):
-        acc = C[j, j]
-        for i in range(j):
-            acc -= L[j, i] * L[j, i]
-        if not acc > CHOLESKY_FLOOR * top:
-            return np.linalg.lstsq(C, D, rcond=1e-12)[0]
-        L[j, j] = np.sqrt(acc)
-        for k in range(j + 1, K):
-            acc = C[k, j]
-            for i in range(j):
-                acc -= L[k, i] * L[j, i]
-            L[k, j] = acc / L[j, j]
+    ok, L = cholesky_factor(C, 0.0, CHOLESKY_FLOOR * top)
+    if not ok:
+        return np.linalg.lstsq(C, D, rcond=1e-12)[0]
     X = np.empty((K, M))
     for m in range(M):
         for k in range(K):  # L v = D

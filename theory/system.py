@@ -29,7 +29,7 @@ from numba import njit, typeof
 
 from metaode.algorithms import algorithm
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
-from metaode.theory.fields import field_covariance
+from metaode.theory.fields import cholesky_factor, field_covariance
 from metaode.theory.generic import generic_function, is_instance_of
 from metaode.theory.state import column_names, pack, unpack
 
@@ -226,33 +226,12 @@ def state_check(y, K, M, T, bound, tolerance):
     Q, R, _ = unpack(y, K, M)
     omega = field_covariance(Q, R, T)
     eps = tolerance * max(1.0, np.abs(omega).max())
-    if positive_definite_shifted(omega, eps):
+    if cholesky_factor(omega, eps, 0.0)[0]:
         return 0, -1, 0.0
     lowest = np.linalg.eigvalsh(omega)[0]
     if lowest < -eps:
         return 3, -1, lowest
     return 0, -1, 0.0
-
-
-@njit(cache=True)
-def positive_definite_shifted(A: np.ndarray, eps: float) -> bool:
-    """Whether the symmetric A + eps I has a Cholesky factor, every pivot > 0 (written out for
-    the small Omega)."""
-    n = A.shape[0]
-    L = np.empty((n, n))
-    for j in range(n):
-        acc = A[j, j] + eps
-        for i in range(j):
-            acc -= L[j, i] * L[j, i]
-        if not acc > 0.0:
-            return False
-        L[j, j] = np.sqrt(acc)
-        for k in range(j + 1, n):
-            acc = A[k, j]
-            for i in range(j):
-                acc -= L[k, i] * L[j, i]
-            L[k, j] = acc / L[j, j]
-    return True
 
 
 def specialised(kernel: Any, *example: Any) -> Callable[..., Any]:
