@@ -6,8 +6,10 @@ the criterion (measured ratio 0.30), the paired simulated difference maml - anil
 (measured z <= 1.5). The full matrix at N = 4000 and 8000 is the study itself (README, maml)."""
 
 import json
+from pathlib import Path
 
-from metaode.validation.maml_matrix import main
+from metaode.config import load_config
+from metaode.validation.maml_matrix import CASES, main
 
 
 def test_study_runs_resumes_and_agrees(tmp_path):
@@ -24,3 +26,13 @@ def test_study_runs_resumes_and_agrees(tmp_path):
     stamp = path.stat().st_mtime_ns
     assert main(args) == 0
     assert path.stat().st_mtime_ns == stamp
+
+
+def test_convergence_config_is_a_case_of_the_matrix():
+    """docs/maml_convergence.toml (the maml convergence study of docs/maml_matrix.md) is the case
+    s2_P5_second to alpha = 6 with a tighter Monte Carlo tolerance, nothing else."""
+    docs = Path(__file__).parent.parent / "docs" / "maml_convergence.toml"
+    study = load_config(str(docs))
+    expected = CASES["s2_P5_second"].replace({"training.alpha_max": 6.0, "output.points": 7,
+                                              "theory.mc_rtol": 0.002})
+    assert study.raw == expected.raw
