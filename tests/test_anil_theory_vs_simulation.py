@@ -37,10 +37,9 @@ import pytest
 from metaode.config import Config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.state import column_names
 from metaode.theory.system import build_system
 from metaode.trajectory import SUCCESS
-from metaode.validation.criterion import worst_ratio
+from metaode.validation.criterion import compared_columns, worst_ratio
 
 N = 4000
 SEEDS = range(4)
@@ -80,10 +79,6 @@ CASES = {
 }
 
 
-def columns(config: Config) -> list[str]:
-    return ["error", "error_before_adaptation", *column_names(config.K, config.M)]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_theory_follows_simulation(case: str) -> None:
     config, (key, alternative) = CASES[case]
@@ -92,7 +87,7 @@ def test_theory_follows_simulation(case: str) -> None:
     assert theory.status == SUCCESS and all(s.status == SUCCESS for s in sims)
     for s in sims:
         np.testing.assert_allclose(s.alpha, theory.alpha, rtol=0, atol=1e-12)
-    names = columns(config)
+    names = compared_columns(config.K, config.M)
     # the run goes somewhere: the error drops by far more than the tolerances
     assert theory.error[-1] < 0.5 * theory.error[0]
     ratio, where = worst_ratio(theory, sims, names, N)

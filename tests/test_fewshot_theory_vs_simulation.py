@@ -49,10 +49,9 @@ import pytest
 from metaode.config import Config
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
-from metaode.theory.state import column_names
 from metaode.theory.system import build_system
 from metaode.trajectory import SUCCESS, Trajectory
-from metaode.validation.criterion import worst_ratio
+from metaode.validation.criterion import compared_columns, worst_ratio
 
 SEEDS = range(4)
 
@@ -109,10 +108,6 @@ def theory_of(config: Config, support: int | str | None = None) -> Trajectory:
     return solve(build_system(config))
 
 
-def columns(config: Config) -> list[str]:
-    return ["error", "error_before_adaptation", *column_names(config.K, config.M)]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_fewshot_theory_follows_simulation(case: str) -> None:
     config, N = CASES[case]
@@ -124,7 +119,7 @@ def test_fewshot_theory_follows_simulation(case: str) -> None:
         np.testing.assert_allclose(s.alpha, theory.alpha, rtol=0, atol=1e-12)
     # the run goes somewhere: the error drops by far more than the tolerances (<= 0.03)
     assert theory.error[-1] < theory.error[0] - 0.1
-    names = columns(config)
+    names = compared_columns(config.K, config.M)
     ratio, where = worst_ratio(theory, sims, names, N)
     print(f"{case}: worst ratio {ratio:.2f} ({where})")
     assert ratio <= 1.0, f"theory off by {ratio:.2f} tolerances ({where})"

@@ -81,27 +81,53 @@ def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.
               S: np.ndarray) -> float:
     """E_e eps(Z e; U e) = 1/2 tr(S Z^T C Z) - tr(S Z^T D U) + 1/2 tr(S U^T E U): the square
     loss 1/2 E[Delta^2] of heads linear in a Gaussian e with E[e e^T] = diag(S), the one loss of
-    every algorithm (one fixed head: Z = w, U = u, S = 1). Written out column by column of e (no
-    BLAS call: the matrices are small)."""
+    every algorithm (one fixed head: Z = w, U = u, S = 1): ``loss_of_products`` with D U and the
+    head term 1/2 tr(S U^T E U) (``head_loss``) formed here."""
     K, n = Z.shape
     M = U.shape[0]
+    DU = np.empty((K, n))
+    for k in range(K):
+        for j in range(n):
+            acc = 0.0
+            for m in range(M):
+                acc += D[k, m] * U[m, j]
+            DU[k, j] = acc
+    return loss_of_products(Z, C, DU, S, head_loss(E, U, S))
+
+
+@njit(cache=True)
+def head_loss(E: np.ndarray, U: np.ndarray, S: np.ndarray) -> float:
+    """1/2 tr(S U^T E U), the teacher's part of ``meta_loss`` (its value at Z = 0)."""
+    M, n = U.shape
     total = 0.0
     for j in range(n):
         quad = 0.0
-        for k in range(K):
-            acc = 0.0
-            for l in range(K):
-                acc += 0.5 * C[k, l] * Z[l, j]
-            for m in range(M):
-                acc -= D[k, m] * U[m, j]
-            quad += Z[k, j] * acc
         for m in range(M):
             acc = 0.0
             for o in range(M):
                 acc += E[m, o] * U[o, j]
-            quad += 0.5 * U[m, j] * acc
+            quad += U[m, j] * acc
         total += S[j] * quad
-    return total
+    return 0.5 * total
+
+
+@njit(cache=True, inline="always")
+def loss_of_products(Z: np.ndarray, C: np.ndarray, DU: np.ndarray, S: np.ndarray,
+                     head: float) -> float:
+    """``meta_loss`` = sum_j S_j sum_k Z_kj (1/2 (C Z)_kj - (D U)_kj) + head from the products
+    D U and head = ``head_loss`` (written out, no BLAS call: the matrices are small, and the
+    few-shot Monte Carlo evaluates it once per support set with both given)."""
+    K, d = Z.shape
+    loss = 0.0
+    for j in range(d):
+        acc = 0.0
+        for k in range(K):
+            cz = 0.0
+            for l in range(K):
+                cz += C[k, l] * Z[l, j]
+            acc += Z[k, j] * (0.5 * cz - DU[k, j])
+        loss += S[j] * acc
+    return loss + head
 
 
 @njit(cache=True)

@@ -60,6 +60,8 @@ from metaode.theory.anil import loss_cotangents
 from metaode.theory.fields import (
     add_diffusion,
     field_covariance,
+    head_loss,
+    loss_of_products,
     meta_loss,
     noise_weights,
     signed_i4_tensor,
@@ -267,22 +269,27 @@ def inner_backward(phi: np.ndarray, Y: np.ndarray, Zs: np.ndarray, steps: int, i
 
 
 @njit(cache=True, inline="always")
-def query_loss(Z: np.ndarray, C: np.ndarray, DU: np.ndarray, S: np.ndarray,
-               head_term: float) -> float:
-    """``meta_loss``(Z, C, D, E, U, S) = sum_j S_j sum_k Z_kj (1/2 (C Z)_kj - (D U)_kj) + head_term
-    with D U and head_term = 1/2 tr(S U^T E U) (``meta_loss`` at Z = 0) given: written out, once
-    per support set."""
-    K, d = Z.shape
-    loss = 0.0
-    for j in range(d):
-        acc = 0.0
-        for k in range(K):
-            cz = 0.0
-            for l in range(K):
-                cz += C[k, l] * Z[l, j]
-            acc += Z[k, j] * (0.5 * cz - DU[k, j])
-        loss += S[j] * acc
-    return loss + head_term
+def write_direction_terms(lb: np.ndarray, z: np.ndarray, second_order: bool, wbar: np.ndarray,
+                          out: np.ndarray, at: int) -> None:
+    """out[at:] = (SQ, SR, wbar) of one support set in the layout of ``terms_size``: second order
+    SQ = sum_p lb_p lambda_p^T and SR = sum_p lb_p nu_p^T, with z_p = (lambda_p, nu_p) the fields of
+    support example p and lb_p = lambdabar_p its cotangent (P x K); first order SQ = SR = 0."""
+    P, K = lb.shape
+    n = z.shape[1]
+    M = n - K
+    for k in range(K):
+        for a in range(n):  # SQ (a < K) then SR (a >= K)
+            acc = 0.0
+            if second_order:
+                for p in range(P):
+                    acc += lb[p, k] * z[p, a]
+            if a < K:
+                out[at + k * K + a] = acc
+            else:
+                out[at + K * K + k * M + (a - K)] = acc
+    at += K * K + K * M
+    for k in range(K):
+        out[at + k] = wbar[k]
 
 
 @njit(cache=True, inline="always")
@@ -291,7 +298,7 @@ def gradient_terms(Zs, steps, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr
     """Write (loss, Cbar, Dbar, SQ, SR, wbar) of one support set after ``steps`` inner steps
     (Z = Zs[steps]), exact in e, into ``out`` (Zbar, phibar, proj: workspace).
 
-    loss = meta_loss(Z) (``query_loss``: D U and 1/2 tr(S U^T E U) given), Cbar = 1/2 Z S Z^T,
+    loss = meta_loss(Z) (``loss_of_products``: D U and 1/2 tr(S U^T E U) given), Cbar = 1/2 Z S Z^T,
     Dbar = -Z S U^T; second order: SQ = sum_p lambdabar_p lambda_p^T, SR = sum_p lambdabar_p
     nu_p^T with lambdabar_p = g'(lambda_p) (.) phibar_p, and wbar = Zbar^(0) e_0
     (``inner_backward``); first order: SQ = SR = 0 and wbar = (C Z - D U)_0.
@@ -300,31 +307,16 @@ def gradient_terms(Zs, steps, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr
     K, d = Z.shape
     M = U.shape[0]
     P = phi.shape[0]
-    out[0] = query_loss(Z, C, DU, S, head_term)
+    out[0] = loss_of_products(Z, C, DU, S, head_term)
     loss_cotangents(Z, C, D, U, S, Zbar, out[1:1 + K * K].reshape(K, K),
                     out[1 + K * K:1 + K * K + K * M].reshape(K, M))
     i = 1 + K * K + K * M
-    if not second_order:
-        for j in range(i, i + K * K + K * M):
-            out[j] = 0.0
-        i += K * K + K * M
-        for k in range(K):
-            out[i + k] = Zbar[k, 0]
-        return
-    inner_backward(phi, Y, Zs, steps, inner_lr, Zbar, phibar, proj)
-    n = z.shape[1]
-    for k in range(K):
-        for a in range(n):  # SQ (a < K) then SR (a >= K)
-            acc = 0.0
-            for p in range(P):
-                acc += phibar[p, k] * gp[p, k] * z[p, a]
-            if a < K:
-                out[i + k * K + a] = acc
-            else:
-                out[i + K * K + k * M + (a - K)] = acc
-    i += K * K + K * M
-    for k in range(K):
-        out[i + k] = Zbar[k, 0]
+    if second_order:
+        inner_backward(phi, Y, Zs, steps, inner_lr, Zbar, phibar, proj)
+        for p in range(P):  # lambdabar_p = g'(lambda_p) (.) phibar_p
+            for k in range(K):
+                phibar[p, k] *= gp[p, k]
+    write_direction_terms(phibar, z, second_order, Zbar[:, 0], out, i)
 
 
 @njit(cache=True, inline="always")
@@ -503,27 +495,11 @@ def maml_head_terms(acts, lams, ws, y, eye, u, C, D, inner_lr, steps, adapt_J, s
             row[i] = -wp[k] * u[m]
             i += 1
     if not second_order:
-        for j in range(i, i + K * K + K * M):
-            row[j] = 0.0
-        i += K * K + K * M
-        for k in range(K):
-            row[i + k] = gq[k]
+        write_direction_terms(lb, z, False, gq, row, i)
         return
     lb[:, :] = 0.0
     wbar = inner_loop_reverse(acts, lams, ws, y, eye, inner_lr, P, adapt_J, lb, gq)
-    n = z.shape[1]
-    for k in range(K):
-        for a in range(n):  # SQ (a < K) then SR (a >= K)
-            acc = 0.0
-            for p in range(P):
-                acc += lb[p, k] * z[p, a]
-            if a < K:
-                row[i + k * K + a] = acc
-            else:
-                row[i + K * K + k * M + (a - K)] = acc
-    i += K * K + K * M
-    for k in range(K):
-        row[i + k] = wbar[k]
+    write_direction_terms(lb, z, True, wbar, row, i)
 
 
 @njit(cache=True)
@@ -643,7 +619,7 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
         for j in range(d):
             for m in range(M):
                 DU[k, j] += D[k, m] * U[m, j]
-    head_term = meta_loss(np.zeros((K, d)), C, D, E, U, S)
+    head_term = head_loss(E, U, S)
     size = terms_size(K, M)
     nx = L.shape[0] if with_gradients else 0
     ng = size if with_gradients else 0
