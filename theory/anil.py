@@ -46,6 +46,7 @@ from metaode.theory.fields import (
     error_blocks,
     field_covariance,
     meta_loss,
+    small_product,
     student_blocks,
     task_basis,
 )
@@ -63,18 +64,12 @@ def inner_loop(C: np.ndarray, D: np.ndarray, w: np.ndarray, U: np.ndarray, inner
     are small, a BLAS call per product would cost more than the arithmetic).
     """
     K = C.shape[0]
-    M, n = U.shape
+    n = U.shape[1]
     Zs = np.zeros((steps + 1, K, n))
     Zs[0, :, 0] = w
     if steps == 0:
         return Zs
-    DU = np.empty((K, n))
-    for k in range(K):
-        for j in range(n):
-            acc = 0.0
-            for m in range(M):
-                acc += D[k, m] * U[m, j]
-            DU[k, j] = inner_lr * acc
+    DU = small_product(D, U)
     P = step_matrix(C, inner_lr)
     for r in range(steps):
         for k in range(K):
@@ -82,7 +77,7 @@ def inner_loop(C: np.ndarray, D: np.ndarray, w: np.ndarray, U: np.ndarray, inner
                 acc = 0.0
                 for l in range(K):
                     acc += P[k, l] * Zs[r, l, j]
-                Zs[r + 1, k, j] = acc + DU[k, j]
+                Zs[r + 1, k, j] = acc + inner_lr * DU[k, j]
     return Zs
 
 

@@ -83,16 +83,23 @@ def meta_loss(Z: np.ndarray, C: np.ndarray, D: np.ndarray, E: np.ndarray, U: np.
     loss 1/2 E[Delta^2] of heads linear in a Gaussian e with E[e e^T] = diag(S), the one loss of
     every algorithm (one fixed head: Z = w, U = u, S = 1): ``loss_of_products`` with D U and the
     head term 1/2 tr(S U^T E U) (``head_loss``) formed here."""
-    K, n = Z.shape
-    M = U.shape[0]
-    DU = np.empty((K, n))
-    for k in range(K):
-        for j in range(n):
+    return loss_of_products(Z, C, small_product(D, U), S, head_loss(E, U, S))
+
+
+@njit(cache=True)
+def small_product(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """A B written out (no BLAS call: the theory's blocks are a few rows and columns, for which a
+    BLAS call costs more than the arithmetic)."""
+    n, r = A.shape
+    m = B.shape[1]
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
             acc = 0.0
-            for m in range(M):
-                acc += D[k, m] * U[m, j]
-            DU[k, j] = acc
-    return loss_of_products(Z, C, DU, S, head_loss(E, U, S))
+            for k in range(r):
+                acc += A[i, k] * B[k, j]
+            out[i, j] = acc
+    return out
 
 
 @njit(cache=True)

@@ -65,6 +65,7 @@ from metaode.theory.fields import (
     meta_loss,
     noise_weights,
     signed_i4_tensor,
+    small_product,
     student_pairs,
 )
 from metaode.theory.flow import chain_apply, chain_coefficients, overlap_drift
@@ -614,11 +615,7 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
     W = signed_i4_tensor(acts, omega, K) if with_lr2_term else np.zeros((K, K, n, n))
     N = noise_weights(acts, omega, K, noise)
     pairs = student_pairs(K)
-    DU = np.zeros((K, d))
-    for k in range(K):
-        for j in range(d):
-            for m in range(M):
-                DU[k, j] += D[k, m] * U[m, j]
+    DU = small_product(D, U)
     head_term = head_loss(E, U, S)
     size = terms_size(K, M)
     nx = L.shape[0] if with_gradients else 0
