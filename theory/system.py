@@ -111,8 +111,12 @@ class ODESystem:
         """``kernel``'s compiled entry point for this system's flow (``specialised``)."""
         if self.flow is None:
             raise NotImplementedError(f"{type(self).__name__} has no compiled flow")
-        example = self.initial_state()
-        return specialised(kernel, self.flow, example if kernel is evaluate else example[None, :])
+        cache = self.__dict__.setdefault("_entries", {})  # scipy's solvers call rhs per step
+        if kernel not in cache:
+            example = self.initial_state()
+            cache[kernel] = specialised(kernel, self.flow,
+                                        example if kernel is evaluate else example[None, :])
+        return cache[kernel]
 
     @property
     def psd_tolerance(self) -> float:
