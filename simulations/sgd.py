@@ -1,4 +1,4 @@
-"""Online SGD of the two-layer erf network (docs/model.md §4.1), numba-compiled.
+"""Online SGD of the two-layer network (docs/model.md §4.1), numba-compiled.
 
 One outer step draws ``batch = query * meta_batch`` fresh inputs x ~ N(0, I_N), computes at the
 current (J, w) the errors Delta = sum_k w_k g(lambda_k) - sum_m u_m g(nu_m) - noise zeta, and

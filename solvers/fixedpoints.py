@@ -18,6 +18,11 @@ Named fixed points: ``symmetric_plateau`` (the unspecialised saddle where every 
 the same overlap with every teacher unit; its unstable eigenvalue sets the escape time, see
 ``solvers.plateau``) and ``specialised_fixed_point`` (the student copies the teacher, J_k = B_k:
 Q = T, R = T, w = u0; exactly a fixed point without label noise).
+
+A linear student has no isolated fixed points: its network depends on J only through w^T J
+(any J -> A J, w -> A^-T w leaves it unchanged), so its fixed points form manifolds, and
+``find_fixed_point`` and ``stability`` refuse it (``require_isolated``) instead of returning one
+arbitrary point of a manifold.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaode.theory.activations import activation
 from metaode.theory.jacobian import jacobian
 from metaode.theory.state import pack, state_size
 from metaode.theory.system import ODESystem
@@ -110,15 +116,27 @@ def _symmetric_groups(K: int, M: int) -> dict[str, np.ndarray]:
             "w": pack(np.zeros((K, K)), np.zeros((K, M)), np.ones(K))}
 
 
+def require_isolated(system: ODESystem) -> None:
+    """ValueError for a student whose units are not identifiable (the linear activation,
+    ``Activation.identifiable``): its fixed points are not isolated (module docstring)."""
+    name = system.config.student.activation
+    if not activation(name).identifiable:
+        raise ValueError(f"the fixed points of a {name} student form manifolds (its network "
+                         "depends on J only through w^T J): there is no isolated fixed point "
+                         "to find and no stability of one")
+
+
 def find_fixed_point(system: ODESystem, y0: np.ndarray, *, basis: np.ndarray | None = None,
                      tol: float = 1e-14, max_iter: int = 50) -> FixedPoint:
-    """Damped Newton for f(y) = 0 from y0 within y0 + span(basis) (module docstring).
+    """Damped Newton for f(y) = 0 from y0 within y0 + span(basis) (module docstring); a linear
+    student is refused (``require_isolated``).
 
     Stops when ||f(y)||_inf <= tol (converged), or after max_iter iterations, or when the line
     search cannot decrease ||V^T f||_2 any more (the message says which). ``tol`` is absolute:
     f is a sum of O(lr) terms, so its rounding floor is ~1e-16 lr (measured 1e-17 for sgd at
     lr = 0.1, 1e-16 for anil at lr = 1); a Monte Carlo right-hand side needs a larger tol.
     """
+    require_isolated(system)
     V = free_basis(system) if basis is None else np.asarray(basis, dtype=float)
     y = np.array(y0, dtype=float)
     f = system.rhs(0.0, y)
@@ -156,8 +174,10 @@ def stability(system: ODESystem, y: np.ndarray, *, basis: np.ndarray | None = No
 
     ``zero_tol`` (relative to the largest |eigenvalue|) separates zero modes from stable and
     unstable ones; the exact sgd Jacobian resolves eigenvalues to ~1e-15 relative, the central
-    differences of the other systems to ~1e-10.
+    differences of the other systems to ~1e-10. A linear student is refused
+    (``require_isolated``).
     """
+    require_isolated(system)
     V = free_basis(system) if basis is None else np.asarray(basis, dtype=float)
     values, vectors = np.linalg.eig(V.T @ jacobian(system, y) @ V)
     order = np.lexsort((-values.imag, -values.real))

@@ -91,6 +91,9 @@ def measure_plateau(trajectory: Trajectory, *, threshold: float = 0.02,
     ``criterion`` "specialisation": escape where the specialisation index reaches ``level``;
     "error": where the error falls to ``fraction`` * height (module docstring).
     """
+    if criterion == "specialisation" and "specialisation" not in trajectory.observables:
+        raise ValueError("this trajectory has no specialisation index (a linear student's "
+                         "units are not identifiable): use criterion='error'")
     alpha, error = trajectory.alpha, trajectory.error
     resolved = np.nonzero(error <= RESOLVED * error.max())[0]
     n = int(resolved[0]) if resolved.size else len(alpha)

@@ -191,10 +191,12 @@ def _point_config(raw: Mapping[str, Mapping[str, Any]], params: dict[str, Any]) 
 
 def plateau_metrics(trajectory: Trajectory) -> dict[str, float]:
     """Plateau length, height and escape time of a trajectory, by ``solvers.plateau``'s
-    definitions (``measure_plateau``: escape where the specialisation index reaches 1/2);
-    a curve without a plateau gives length 0 and NaN height and escape time."""
+    definitions (``measure_plateau``: escape where the specialisation index reaches 1/2, or,
+    for a student without a specialisation index (linear), where the error falls to half the
+    plateau height); a curve without a plateau gives length 0 and NaN height and escape time."""
+    criterion = "specialisation" if "specialisation" in trajectory.observables else "error"
     try:
-        plateau = measure_plateau(trajectory)
+        plateau = measure_plateau(trajectory, criterion=criterion)
     except ValueError:  # fewer than three resolved records, or nothing slow
         return {"plateau_length": 0.0, "plateau_height": math.nan, "escape_time": math.nan}
     return {"plateau_length": plateau.length, "plateau_height": plateau.height,

@@ -20,7 +20,7 @@ import pytest
 import sympy as sp
 
 import metaode.theory.activations.erf_kernels as erf_kernels
-from metaode.theory import derive
+from metaode.theory import derive, derive_linear
 
 c11, c22, c33, c44, c12, c13, c14, c23, c24, c34 = sp.symbols(
     "c11 c22 c33 c44 c12 c13 c14 c23 c24 c34", real=True)
@@ -33,6 +33,15 @@ def test_generated_file_is_current() -> None:
     target = Path(derive.__file__).parent / "activations" / "erf_kernels.py"
     assert derive.generated_source() == target.read_text(), (
         "theory/activations/erf_kernels.py is out of date: run `python -m metaode.theory.derive`")
+
+
+def test_generated_linear_file_is_current() -> None:
+    """theory/activations/linear_kernels.py is exactly what ``theory.derive_linear`` generates
+    (its kernels are checked against numerical integration in tests/test_linear_integrals.py)."""
+    target = Path(derive.__file__).parent / "activations" / "linear_kernels.py"
+    assert derive_linear.generated_source() == target.read_text(), (
+        "theory/activations/linear_kernels.py is out of date: run "
+        "`python -m metaode.theory.derive`")
 
 
 # --- derived expressions and evaluation points ---------------------------------------------------

@@ -20,7 +20,8 @@ From them (nothing typed in by hand):
   integral returning the tuple of partial derivatives in argument order.
 
 ``python -m metaode.theory.derive`` writes the numba kernels to
-``theory/activations/erf_kernels.py``;
+``theory/activations/erf_kernels.py`` (and those with linear fields, ``theory.derive_linear``, to
+``theory/activations/linear_kernels.py``);
 ``tests/test_derivation.py`` re-derives them and checks that the committed file is current.
 """
 
@@ -137,8 +138,8 @@ def _function_source(name: str, expr: sp.Expr | tuple[sp.Expr, ...], args: list[
     lines += [f"    {lhs} = {_code(rhs)}" for lhs, rhs in replacements]
     if isinstance(expr, tuple):
         lines.append("    return (")
-        # A vanishing partial is written 0.0 so that numba sees a tuple of floats.
-        lines += [f"        {_code(r) if r != 0 else '0.0'}," for r in reduced]
+        # Numbers are written as floats (``_code``): numba then sees a tuple of floats.
+        lines += [f"        {_code(r)}," for r in reduced]
         lines.append("    )")
     else:
         lines.append(f"    return {_code(reduced[0])}")
@@ -147,7 +148,10 @@ def _function_source(name: str, expr: sp.Expr | tuple[sp.Expr, ...], args: list[
 
 def _code(expr: sp.Expr) -> str:
     """Python source of expr, arcsin arguments clipped to [-1, 1] against rounding (a field
-    repeated in I4, as in the four-point moments, makes the exact argument +-1)."""
+    repeated in I4, as in the four-point moments, makes the exact argument +-1); a number is
+    written as a float (numba then sees floats only, also in a tuple of partials)."""
+    if expr.is_Number:
+        return repr(float(expr))
     return sp.pycode(expr, fully_qualified_modules=True).replace("math.asin(", "_asin(")
 
 
@@ -200,11 +204,16 @@ def generated_source() -> str:
 
 
 def main() -> None:
+    """Write the erf kernels and those with linear fields (``theory.derive_linear``)."""
     from pathlib import Path
 
-    target = Path(__file__).parent / "activations" / "erf_kernels.py"
-    target.write_text(generated_source())
-    print(f"wrote {target}")
+    from metaode.theory import derive_linear
+
+    folder = Path(__file__).parent / "activations"
+    for name, source in (("erf_kernels.py", generated_source()),
+                         ("linear_kernels.py", derive_linear.generated_source())):
+        (folder / name).write_text(source)
+        print(f"wrote {folder / name}")
 
 
 if __name__ == "__main__":

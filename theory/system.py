@@ -29,6 +29,7 @@ from numba import njit, typeof
 
 from metaode.algorithms import algorithm
 from metaode.config import PSD_TOLERANCE, Config, ConfigError
+from metaode.theory.activations import activation
 from metaode.theory.fields import cholesky_factor, field_covariance
 from metaode.theory.generic import generic_function, is_instance_of
 from metaode.theory.state import column_names, pack, unpack
@@ -97,15 +98,19 @@ class ODESystem:
 
     def record_observables(self, states: np.ndarray) -> np.ndarray:
         """The observables of each row of ``states`` (columns: ``observable_names``)."""
-        return self._entry(observe)(self.flow, np.ascontiguousarray(states, dtype=float))
+        values = self._entry(observe)(self.flow, np.ascontiguousarray(states, dtype=float))
+        return values[:, :len(self.observable_names)]
 
     @property
     def observable_names(self) -> list[str]:
         """The recorded scalars: the errors after and before adaptation, the representation
-        error E_tau min_w eps(w; u_tau), the specialisation index and align_k (the teacher unit
-        that student unit k aligns with), from ``theory.fields.common_observables``."""
-        return ["error", "error_before_adaptation", "representation_error", "specialisation",
-                *(f"align_{k}" for k in range(self.K))]
+        error E_tau min_w eps(w; u_tau), and for a student with identifiable units (not the linear
+        activation, ``Activation.identifiable``) the specialisation index and align_k (the teacher
+        unit that student unit k aligns with), from ``theory.fields.common_observables``."""
+        names = ["error", "error_before_adaptation", "representation_error"]
+        if activation(self.config.student.activation).identifiable:
+            names += ["specialisation", *(f"align_{k}" for k in range(self.K))]
+        return names
 
     def _entry(self, kernel: Any) -> Callable[..., Any]:
         """``kernel``'s compiled entry point for this system's flow (``specialised``)."""

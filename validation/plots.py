@@ -69,12 +69,14 @@ def _overlay(ax: Axes, theory: Trajectory, sims: list[Trajectory], names: list[s
 
 
 def overlay_figure(theory: Trajectory, sims: list[Trajectory], path: str | Path, *,
-                   N: int | None = None, algorithm: str | None = None) -> None:
+                   N: int | None = None, algorithm: str | None = None,
+                   activations: tuple[str, str] | None = None) -> None:
     """Write the theory-vs-simulation figure to ``path`` (PNG), atomically.
 
     Markers are the seed mean of the simulated column with error bars +- its standard deviation
     over seeds (ddof = 1); lines are the ODE solution, with a shaded band of +- 2 mc_err where the
-    theory is a Monte Carlo estimate (few-shot anil). ``N`` and ``algorithm`` go into the title.
+    theory is a Monte Carlo estimate (few-shot anil). ``N``, ``algorithm`` and ``activations``
+    (the student's and the teacher's) go into the title.
     """
     K, M = theory.K, theory.M
     fig = Figure(figsize=(12, 8.5), layout="constrained")
@@ -116,7 +118,10 @@ def overlay_figure(theory: Trajectory, sims: list[Trajectory], path: str | Path,
         ax.set_title(title)
         ax.legend(fontsize=9, ncol=max(1, math.ceil(len(names) / 8)))
 
-    parts = [algorithm or "", f"K = {K}", f"M = {M}"]
+    parts = [algorithm or ""]
+    if activations is not None:
+        parts.append(f"student {activations[0]}, teacher {activations[1]}")
+    parts += [f"K = {K}", f"M = {M}"]
     if N is not None:
         parts.append(f"N = {N}")
     parts.append(f"{len(sims)} seeds")

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, session: Session) -> None:
     start = time.perf_counter()
     N, tr = config.simulation.N, config.training
     figures = compare(theory, sims, N=N)
-    overlay_figure(theory, sims, out / "validation.png", N=N, algorithm=tr.algorithm)
+    overlay_figure(theory, sims, out / "validation.png", N=N, algorithm=tr.algorithm,
+                   activations=(config.student.activation, config.teacher.activation))
     session.wrote(out / "validation.png")
     t_plot = time.perf_counter() - start
     st = config.student

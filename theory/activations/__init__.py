@@ -4,10 +4,13 @@
 slices I4_forms, the four-point moments F4) that compiled code calls on activation markers, and
 the registry of activations by name; each activation lives in its own module, which implements
 them for its marker and registers itself. Importing this package registers the built-in ones
-(``erf``).
+(``erf``, ``linear``).
 """
 
-from metaode.theory.activations import erf  # noqa: F401  (registers "erf")
+from metaode.theory.activations import (
+    erf,  # noqa: F401  (registers "erf")
+    linear,  # noqa: F401  (registers "linear", paired with erf)
+)
 from metaode.theory.activations.quadrature import path_rule
 from metaode.theory.activations.registry import (
     F4,

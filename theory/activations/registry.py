@@ -99,14 +99,18 @@ class Activations(NamedTuple):
 
 @dataclass(frozen=True)
 class Activation:
-    """A registered activation: its config name, its marker, a one-line formula and whether g is
+    """A registered activation: its config name, its marker, a one-line formula, whether g is
     smooth (twice continuously differentiable: the maml theory's pathwise reverse pass through
-    the support fields' shift needs g'', docs/model.md §11)."""
+    the support fields' shift needs g'', docs/model.md §11) and whether a student's hidden units
+    are identifiable (False for the linear activation: the network depends on J only through
+    w^T J, so a unit has no teacher unit of its own, and the specialisation index and align_k
+    are not recorded)."""
 
     name: str
     marker: Any
     formula: str
     smooth: bool = True
+    identifiable: bool = True
 
 
 _REGISTRY: dict[str, Activation] = {}
