@@ -5,7 +5,7 @@ g' = 1 and g'' = 0. A product of erf and linear factors with at least one linear
 elementary Gaussian expectation: ``metaode.theory.derive_linear`` derives each one with sympy
 (tilting away every erf g', Stein's lemma on every linear field, the arcsine kernel for what
 remains) into ``linear_kernels``, this module's only source of formulas. For two linear fields
-I2 = c12, so a linear network's C = Q, D = R and E = T (docs/model.md §6.4).
+I2 = c12, so a linear network's C = Q, D = R and E = T (docs/model.md §6.5).
 
 The kernels are written for one order of the activations of their fields; a call with another
 order is routed here to the kernel of its kinds (``_kinds``). The four-point moments are derived
