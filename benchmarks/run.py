@@ -173,25 +173,28 @@ def theory_rows() -> list[dict[str, str]]:
 
 
 def activation_rows() -> list[dict[str, str]]:
-    """The theory of a linear student and teacher beside erf's on the sgd and anil cases of
-    ``theory_rows`` (and sgd at K = 8, M = 4): same configs, timed alternately in one run."""
+    """The theory of linear and of ReLU students and teachers beside erf's on the sgd and anil
+    cases of ``theory_rows`` (and sgd at K = 8, M = 4): same configs, timed in one run."""
     rows = []
     for K, M, alpha_max, algorithm in ((2, 2, 1000.0, "sgd"), (2, 2, 100.0, "anil"),
                                         (8, 4, 100.0, "sgd")):
         erf = theory_config(K, M, alpha_max, algorithm)
-        linear = erf.replace({"student.activation": "linear", "teacher.activation": "linear"})
         times = {}
-        for name, config in (("erf", erf), ("linear", linear)):
+        for name in ("erf", "linear", "relu"):
+            config = erf.replace({"student.activation": name, "teacher.activation": name})
             system = build_system(config)
             wall, _, traj = median_time(lambda system=system: solve(system), REPEATS)
             times[name] = (wall, traj.nfev)
-        (erf_wall, erf_nfev), (lin_wall, lin_nfev) = times["erf"], times["linear"]
+        erf_wall, erf_nfev = times["erf"]
         what = "anil (second order, inner_steps 1)" if algorithm == "anil" else "sgd"
-        rows.append(row("activations", f"{what}, K = {K}, M = {M}, alpha = 0..{alpha_max:g}: "
-                        "linear student and teacher", ms(lin_wall), "",
-                        f"{lin_wall / erf_wall:.2f}x erf's time",
-                        f"erf {ms(erf_wall)} ({erf_nfev} rhs evaluations), linear {lin_nfev} rhs "
-                        "evaluations; medians of the same number of calls"))
+        for name in ("linear", "relu"):
+            wall, nfev = times[name]
+            target = "<= 3x erf" if name == "relu" and K == M == 2 else ""
+            rows.append(row("activations", f"{what}, K = {K}, M = {M}, alpha = 0..{alpha_max:g}: "
+                            f"{name} student and teacher", ms(wall), target,
+                            f"{wall / erf_wall:.2f}x erf's time",
+                            f"erf {ms(erf_wall)} ({erf_nfev} rhs evaluations), {name} {nfev} "
+                            "rhs evaluations; medians of the same number of calls"))
     return rows
 
 
@@ -520,8 +523,9 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   scipy imported), wall time (`time.perf_counter`) with the CPU time (`time.process_time`) in the
   detail. anil: second order, population support, task_std = 0.5, inner_lr = 0.5.
 - **activations**: the theory rows' sgd (K = M = 2, alpha = 0..1000; K = 8, M = 4,
-  alpha = 0..100) and anil (inner_steps 1) configs with a linear student and teacher beside the
-  same configs with erf, each the median of 7 calls after a warm-up call, the ratio linear / erf.
+  alpha = 0..100) and anil (inner_steps 1) configs with a linear and with a ReLU student and
+  teacher beside the same configs with erf, each the median of 7 calls after a warm-up call, the
+  ratio to erf's time.
 - **few-shot anil**: `solve(build_system(config))` once per curve on the built-in experiment
   (`metaode validate`'s config) with support = 5 and inner_steps 1 and 2, at the default
   tolerances (theory.mc_rtol = 0.01, solver rtol 1e-8, atol 1e-10): the budget control, the 8

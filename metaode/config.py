@@ -42,7 +42,18 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str):
         self.key = key
+        self.message = message
         super().__init__(f"{key}: {message}")
+
+    def __reduce__(self):
+        """Pickled with both arguments (a worker process raises it to its parent)."""
+        return type(self), (self.key, self.message)
+
+
+class TheoryUnavailable(ConfigError):
+    """A valid config whose theory is not implemented (e.g. the few-shot theory of an activation
+    without four-point moments): the theory refuses it, and so does the simulation of an algorithm
+    whose runs record the theory's observables of their overlaps."""
 
 
 @dataclass(frozen=True)

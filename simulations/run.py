@@ -365,6 +365,9 @@ def simulate(config: Config, N: int | None = None, seeds: Iterable[int] | None =
     violation = algorithm(config.training.algorithm).simulation_check(config.raw)
     if violation is not None:
         raise ConfigError(*violation)
+    if algorithm(config.training.algorithm).theory is not None:
+        build_system(config)  # the runs record the theory's observables of their overlaps:
+        # a config whose theory is not implemented (TheoryUnavailable) is refused here
     N = config.simulation.N if N is None else N
     if seeds is None:
         first = config.simulation.seed

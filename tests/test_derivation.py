@@ -20,7 +20,7 @@ import pytest
 import sympy as sp
 
 import metaode.theory.activations.erf_kernels as erf_kernels
-from metaode.theory import derive, derive_linear
+from metaode.theory import derive, derive_linear, derive_relu
 
 c11, c22, c33, c44, c12, c13, c14, c23, c24, c34 = sp.symbols(
     "c11 c22 c33 c44 c12 c13 c14 c23 c24 c34", real=True)
@@ -41,6 +41,15 @@ def test_generated_linear_file_is_current() -> None:
     target = Path(derive.__file__).parent / "activations" / "linear_kernels.py"
     assert derive_linear.generated_source() == target.read_text(), (
         "theory/activations/linear_kernels.py is out of date: run "
+        "`python -m metaode.theory.derive`")
+
+
+def test_generated_relu_file_is_current() -> None:
+    """theory/activations/relu_kernels.py is exactly what ``theory.derive_relu`` generates (its
+    kernels are checked against numerical integration in tests/test_relu_integrals.py)."""
+    target = Path(derive.__file__).parent / "activations" / "relu_kernels.py"
+    assert derive_relu.generated_source() == target.read_text(), (
+        "theory/activations/relu_kernels.py is out of date: run "
         "`python -m metaode.theory.derive`")
 
 

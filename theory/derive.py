@@ -20,8 +20,9 @@ From them (nothing typed in by hand):
   integral returning the tuple of partial derivatives in argument order.
 
 ``python -m metaode.theory.derive`` writes the numba kernels to
-``theory/activations/erf_kernels.py`` (and those with linear fields, ``theory.derive_linear``, to
-``theory/activations/linear_kernels.py``);
+``theory/activations/erf_kernels.py`` (those with linear fields, ``theory.derive_linear``, to
+``theory/activations/linear_kernels.py``, and those with ReLU fields, ``theory.derive_relu``, to
+``theory/activations/relu_kernels.py``);
 ``tests/test_derivation.py`` re-derives them and checks that the committed file is current.
 """
 
@@ -212,14 +213,16 @@ def generated_source() -> str:
 
 
 def main() -> None:
-    """Write the erf kernels and those with linear fields (``theory.derive_linear``)."""
+    """Write the erf kernels, those with linear fields (``theory.derive_linear``) and those with
+    ReLU fields (``theory.derive_relu``)."""
     from pathlib import Path
 
-    from metaode.theory import derive_linear
+    from metaode.theory import derive_linear, derive_relu
 
     folder = Path(__file__).parent / "activations"
     for name, source in (("erf_kernels.py", generated_source()),
-                         ("linear_kernels.py", derive_linear.generated_source())):
+                         ("linear_kernels.py", derive_linear.generated_source()),
+                         ("relu_kernels.py", derive_relu.generated_source())):
         (folder / name).write_text(source)
         print(f"wrote {folder / name}")
 

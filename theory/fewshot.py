@@ -42,8 +42,8 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from metaode.config import Config
-from metaode.theory.activations import F4, Activations, F4_gradient, path_rule
+from metaode.config import Config, TheoryUnavailable
+from metaode.theory.activations import F4, Activations, F4_gradient, activation, path_rule
 from metaode.theory.anil import (
     ANILSystem,
     inner_loop,
@@ -420,6 +420,21 @@ def fewshot_flow(config: Config, sample: SupportSample) -> FewShotFlow:
         tr.algorithm == "maml")
 
 
+def require_four_point(config: Config) -> None:
+    """TheoryUnavailable (a ConfigError) for an activation whose module does not implement the
+    four-point moments F4 (``Activation.four_point``; ReLU): the few-shot theory cannot be built
+    for it, nor its simulation run, which records the theory's observables of its overlaps."""
+    for role in ("student", "teacher"):
+        name = getattr(config, role).activation
+        if not activation(name).four_point:
+            raise TheoryUnavailable(f"{role}.activation",
+                              f"the few-shot theory (a finite training.support) needs the "
+                              f"four-point moments F4 of the activation, which {name!r} does not "
+                              f"implement yet (nor can its simulation run: it records the "
+                              f"theory's errors of its overlaps); training.support = "
+                              f"'population' runs")
+
+
 class FewShotANILSystem(ODESystem):
     """The ANIL ODEs with P support examples per task (module docstring, ``theory.support_mc``).
 
@@ -435,6 +450,7 @@ class FewShotANILSystem(ODESystem):
     monte_carlo = True
 
     def __init__(self, config: Config, sample: SupportSample | None = None):
+        require_four_point(config)
         super().__init__(config)
         self.sample = self.sample_of(config.theory.mc_tasks) if sample is None else sample
         self.flow = fewshot_flow(config, self.sample)

@@ -16,10 +16,17 @@ With c = (w, -u), the sgd right-hand side (``theory.sgd``) is
 and its Jacobian follows by the product rule (dc_a / dw_a = 1 for a < K; I4 is symmetric in its
 last two fields, so d P_kl / dw_a = 2 sum_b c_b I4(k, l, a, b) + the chain through Omega).
 
-Other systems (anil, few-shot anil): ``central_difference_jacobian`` of the exact right-hand side,
+A ReLU network (an activation that is not ``smooth``: no I3 / I4 gradients are derived for it) and
+other systems (anil, few-shot anil): ``central_difference_jacobian`` of the exact right-hand side,
 column i = [f(y + h_i e_i) - f(y - h_i e_i)] / (2 h_i) with h_i = 6e-6 max(1, |y_i|), about
 eps^(1/3) for double precision eps = 2.2e-16: the truncation error h^2 f''' / 6 and the rounding
 error eps |f| / h are then both ~1e-11 relative to the O(1) derivatives.
+
+The right-hand side of a ReLU student is not differentiable where a student unit is collinear with
+a teacher unit or with another student unit (its integrals have terms in
+sqrt(Omega_pp Omega_qq - Omega_pq^2), e.g. the arc-cosine kernel, whose derivatives diverge
+there; the specialised state Q = R = T is such a point): ``require_differentiable`` refuses a
+state within DIFFERENTIABLE_GAP of one, instead of returning central differences across the kink.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from metaode.theory.activations import (
     I3_gradient,
     I4_gradient,
     J2_gradient,
+    activation,
     dI2_dc11,
     dI2_dc12,
     dI2_dc22,
@@ -45,6 +53,10 @@ from metaode.theory.system import ODESystem
 
 #: Relative step of ``central_difference_jacobian`` (~ eps^(1/3), see the module docstring).
 CENTRAL_DIFFERENCE_STEP = 6e-6
+#: ``require_differentiable`` refuses a ReLU student's state where 1 - r^2 < this for two fields
+#: (r their correlation): ~15 central-difference steps, below which the differences straddle the
+#: kink of sqrt(1 - r^2).
+DIFFERENTIABLE_GAP = 1e-4
 
 
 @njit(cache=True)
@@ -182,12 +194,40 @@ def central_difference_jacobian(system: ODESystem, y: np.ndarray,
     return jac
 
 
+def require_differentiable(system: ODESystem, y: np.ndarray) -> None:
+    """ValueError at a state of a non-smooth student (ReLU) within ``DIFFERENTIABLE_GAP`` of a
+    point where the right-hand side is not differentiable (module docstring), naming the fields."""
+    name = system.config.student.activation
+    if activation(name).smooth:
+        return
+    Q, R, _ = unpack(np.asarray(y, dtype=float), system.K, system.M)
+    omega = field_covariance(Q, R, system.T)
+    labels = ([f"student unit {k}" for k in range(system.K)]
+              + [f"teacher unit {m}" for m in range(system.M)])
+    for p in range(system.K):
+        for q in range(p + 1, omega.shape[0]):
+            scale = omega[p, p] * omega[q, q]
+            gap = 1.0 - omega[p, q] ** 2 / scale if scale > 0 else 0.0
+            if gap < DIFFERENTIABLE_GAP:
+                raise ValueError(f"the right-hand side of a {name} student is not differentiable "
+                                 f"where two fields are collinear, and {labels[p]} and "
+                                 f"{labels[q]} are here (1 - r^2 = {gap:.2e} < "
+                                 f"{DIFFERENTIABLE_GAP:g}): no Jacobian, fixed point or "
+                                 f"stability is computed at this state")
+
+
 def jacobian(system: ODESystem, y: np.ndarray) -> np.ndarray:
-    """df/dy of ``system`` at y: exact for sgd (``sgd_jacobian``), central differences of the exact
-    right-hand side for every other system (``central_difference_jacobian``)."""
+    """df/dy of ``system`` at y: exact for sgd of smooth activations (``sgd_jacobian``), central
+    differences of the exact right-hand side otherwise (``central_difference_jacobian``); a
+    ReLU student's state where the right-hand side is not differentiable is refused
+    (``require_differentiable``)."""
     from metaode.theory.sgd import SGDSystem
 
     y = np.ascontiguousarray(y, dtype=float)
-    if isinstance(system, SGDSystem):
+    require_differentiable(system, y)
+    config = system.config
+    smooth = (activation(config.student.activation).smooth
+              and activation(config.teacher.activation).smooth)
+    if isinstance(system, SGDSystem) and smooth:
         return sgd_jacobian(system.acts, y, *system.args)
     return central_difference_jacobian(system, y)

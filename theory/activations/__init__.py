@@ -4,12 +4,13 @@
 slices I4_forms, the four-point moments F4) that compiled code calls on activation markers, and
 the registry of activations by name; each activation lives in its own module, which implements
 them for its marker and registers itself. Importing this package registers the built-in ones
-(``erf``, ``linear``).
+(``erf``, ``linear``, ``relu``).
 """
 
 from metaode.theory.activations import (
     erf,  # noqa: F401  (registers "erf")
     linear,  # noqa: F401  (registers "linear", paired with erf)
+    relu,  # noqa: F401  (registers "relu", paired with erf and linear)
 )
 from metaode.theory.activations.quadrature import path_rule
 from metaode.theory.activations.registry import (

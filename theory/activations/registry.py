@@ -101,16 +101,20 @@ class Activations(NamedTuple):
 class Activation:
     """A registered activation: its config name, its marker, a one-line formula, whether g is
     smooth (twice continuously differentiable: the maml theory's pathwise reverse pass through
-    the support fields' shift needs g'', docs/model.md §11) and whether a student's hidden units
-    are identifiable (False for the linear activation: the network depends on J only through
-    w^T J, so a unit has no teacher unit of its own, and the specialisation index and align_k
-    are not recorded)."""
+    the support fields' shift needs g'', docs/model.md §11; the exact sgd Jacobian needs the
+    gradients of I3 and I4, and the theory is differentiable everywhere), whether a student's
+    hidden units are identifiable (False for the linear activation: the network depends on J
+    only through w^T J, so a unit has no teacher unit of its own, and the specialisation index
+    and align_k are not recorded) and whether its module implements the four-point moments F4
+    of the few-shot theory (False for ReLU: the few-shot and finite-support maml theories
+    refuse it)."""
 
     name: str
     marker: Any
     formula: str
     smooth: bool = True
     identifiable: bool = True
+    four_point: bool = True
 
 
 _REGISTRY: dict[str, Activation] = {}
