@@ -77,7 +77,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "noise": Key("float", 0.0, "std of the label noise", 0, 100),
         "T": Key("matrix", None, "teacher overlaps B B^T / N, M x M (default: identity)"),
         "activation": Key("activation", "erf", "activation g of the teacher's hidden units "
-                          "(a registered name: erf or linear)"),
+                          "(a registered name: erf, linear or relu)"),
     },
     "student": {
         "K": Key("int", 2, "hidden units of the student", 1, 64),
@@ -91,7 +91,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "init_seed": Key("int", 0, "seed of the drawn initial overlaps", 0, 2**63 - 1),
         "activation": Key("activation", "erf", "activation g of the student's hidden units "
-                          "(a registered name: erf or linear)"),
+                          "(a registered name: erf, linear or relu)"),
     },
     "training": {
         "algorithm": Key("algorithm", "sgd", "a registered algorithm: sgd | anil | maml"),

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba.extending import overload
 
-from metaode.config import Config
+from metaode.config import Config, TheoryUnavailable
 from metaode.simulations.run import simulate
 from metaode.solvers.integrate import solve
 from metaode.theory import activations as act
@@ -92,7 +92,8 @@ def _I4(s, f, h, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return lambda s, f, h, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34: c34
 
 
-act.register(act.Activation("test_linear", LinearForTests(), "g(z) = z (test only)"))
+act.register(act.Activation("test_linear", LinearForTests(), "g(z) = z (test only)",
+                           four_point=False))
 
 LINEAR = {"teacher": {"M": 2, "activation": "test_linear"},
           "student": {"K": 2, "activation": "test_linear", "Q0": [[0.3, 0.05], [0.05, 0.2]],
@@ -142,8 +143,25 @@ def check_anil_closed_form() -> None:
     assert theory.status == 0 and theory.column("error")[-1] < theory.column("error")[0]
 
 
+def check_fewshot_refused() -> None:
+    """This activation implements no four-point moments (``four_point=False``): the few-shot
+    theory refuses it, and so does its simulation, in this process (TheoryUnavailable, a
+    ConfigError naming the key)."""
+    raw = {**LINEAR, "training": {"algorithm": "anil", "support": 5, "inner_lr": 0.3,
+                                  "lr": 0.3, "lr_head": 0.3, "alpha_max": 1.0}}
+    config = Config.from_dict(raw)
+    for attempt in (lambda: build_system(config),
+                    lambda: simulate(config, 200, range(2), progress=False)):
+        try:
+            attempt()
+        except TheoryUnavailable as err:
+            assert err.key == "student.activation" and "four-point moments" in str(err)
+        else:
+            raise AssertionError("the few-shot theory of an activation without F4 ran")
+
+
 CHECKS = {"config": check_config_choice, "sgd": check_sgd_against_simulation,
-          "anil": check_anil_closed_form}
+          "anil": check_anil_closed_form, "fewshot": check_fewshot_refused}
 
 
 def run_checks(names: list[str]) -> None:

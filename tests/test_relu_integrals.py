@@ -251,3 +251,61 @@ def test_I4_forms_at_a_student_unit_parallel_to_a_teacher_unit(gap):
                 expected *= scale[a] * scale[b]
                 tol = TOL + error if gap == 0.0 else 1e-4
                 assert abs(out[p, a, b] - expected) <= tol, (k, l, a, b)
+
+
+@njit(cache=True)
+def _F4(f1, f2, f3, f4, C):
+    return act.F4(f1, f2, f3, f4, C, NO_RULE, NO_RULE)
+
+
+@njit(cache=True)
+def _F4_gradient(f1, f2, f3, f4, C):
+    return act.F4_gradient(f1, f2, f3, f4, C, NO_RULE, NO_RULE)
+
+
+NO_RULE = np.zeros(1)
+F4_WORDS = list(I4_kernels())
+
+
+@pytest.mark.parametrize("kinds", F4_WORDS)
+def test_four_point_moments_every_partition(kinds):
+    """F4 and the off-diagonal of its gradient (E[f_p' f_q' f_r f_s], Price's theorem) through
+    the generic functions, at a covariance with the fields equal as each partition says (as the
+    few-shot theory builds them, by repeating indices), against the reference over the distinct
+    fields."""
+    C = covariance(13)
+    markers = [MARKERS[k] for k in kinds]
+    for partition in I4_kernels()[kinds]:
+        labels = [int(x) for x in partition]
+        distinct = sorted(set(labels))
+        full = C[np.ix_(labels, labels)]
+        Cd = C[np.ix_(distinct, distinct)]
+        values = [VALUE[k] for k in kinds]
+        codes = [product(*(values[i] for i in range(4) if labels[i] == j)) for j in distinct]
+        check(_F4(*markers, full), Cd, codes)
+        grad = _F4_gradient(*markers, full)
+        for p, q in itertools.combinations(range(4), 2):
+            factors = [SLOPE[k] if i in (p, q) else VALUE[k] for i, k in enumerate(kinds)]
+            codes = [product(*(factors[i] for i in range(4) if labels[i] == j))
+                     for j in distinct]
+            check(grad[p, q], Cd, codes)
+
+
+@pytest.mark.parametrize("kinds", F4_WORDS)
+def test_four_point_gradient_against_differences(kinds):
+    """The whole gradient, diagonal included (homogeneity for ReLU and linear positions, Stein's
+    lemma for erf ones), against central differences of F4 at a generic covariance."""
+    markers = [MARKERS[k] for k in kinds]
+    C = covariance(17)
+    grad = _F4_gradient(*markers, C)
+    h = 1e-6
+    for p in range(4):
+        for q in range(p, 4):
+            up, down = C.copy(), C.copy()
+            up[p, q] += h
+            down[p, q] -= h
+            if p != q:
+                up[q, p] += h
+                down[q, p] -= h
+            central = (_F4(*markers, up) - _F4(*markers, down)) / (2 * h)
+            assert grad[p, q] == pytest.approx(central, abs=1e-7), (p, q)

@@ -1,6 +1,6 @@
 """The ReLU theory where it is hardest: the long approach to the teacher (fields becoming
-collinear, where the closed forms meet their 0 / 0 and the right-hand side its kink), the
-fixed-point tools at and away from that kink, and the theories that ReLU does not have yet.
+collinear, where the closed forms meet their 0 / 0 and the right-hand side its kink) and the
+fixed-point tools at and away from that kink.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from metaode.config import Config, ConfigError, TheoryUnavailable
-from metaode.simulations.run import simulate
 from metaode.solvers import fixedpoints
 from metaode.solvers.integrate import solve
 from metaode.theory.state import unpack
@@ -68,19 +67,6 @@ def test_the_symmetric_plateau_is_a_saddle(long_run):
     stability = fixedpoints.stability(system, point.y)
     assert stability.n_unstable >= 1
     assert stability.eigenvalues[-1].real < 0
-
-
-def test_the_fewshot_theory_of_relu_is_refused():
-    """Finite support needs the four-point moments, which ReLU does not implement: the theory
-    and the simulation (which records the theory's errors of its overlaps) say so, the latter
-    in the calling process (no broken process pool)."""
-    config = teacher_learning(alpha_max=1.0).replace({
-        "training.algorithm": "anil", "training.support": 5, "training.inner_lr": 0.3,
-        "training.lr_head": 0.5})
-    with pytest.raises(TheoryUnavailable, match="four-point moments"):
-        build_system(config)
-    with pytest.raises(TheoryUnavailable, match="student.activation"):
-        simulate(config, 200, range(2), progress=False)
 
 
 def test_config_errors_survive_a_process_boundary():

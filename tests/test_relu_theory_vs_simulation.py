@@ -6,12 +6,14 @@ bias) with 4 seeds at N = 4000, for
 
 * sgd of a ReLU student and teacher, K = M = 2, both layers trained, label noise 0.3;
 * population anil of ReLU networks, second order with one inner step, and first order with three;
-* sgd of an erf student learning a ReLU teacher (a mixed pair).
+* sgd of an erf student learning a ReLU teacher (a mixed pair);
+* few-shot anil of ReLU networks, support 5, second order (the four-point moments of the ReLU
+  kernels).
 
 Power: the same criterion, on the overlaps Q, R, w alone (which start equal for both pairs, so
 the rejection is of the dynamics, not of the error function at alpha = 0), rejects the theory of
-the erf pair (student and teacher erf) on each simulation: measured worst ratios 19.3, 11.6, 13.3
-and 6.6 tolerances, against 0.82, 0.42, 0.49 and 0.60 for the ReLU theory.
+the erf pair (student and teacher erf) on each simulation: measured worst ratios 19.3, 11.6, 13.3,
+6.6 and 13.9 tolerances, against 0.82, 0.42, 0.49, 0.60 and 0.38 for the ReLU theory.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ CASES = {
     "relu_anil_first_3": case("relu", "relu", {
         "algorithm": "anil", "order": "first", "inner_steps": 3, "inner_lr": 0.3}),
     "erf_student_relu_teacher_sgd": case("erf", "relu", {"algorithm": "sgd"}, task_std=0.0),
+    "relu_fewshot_support5": case("relu", "relu", {
+        "algorithm": "anil", "order": "second", "inner_steps": 1, "inner_lr": 0.5,
+        "support": 5}),
 }
 
 
@@ -60,7 +65,9 @@ def test_relu_theory_follows_simulation(name: str) -> None:
     sims = simulate(config, N, SEEDS, progress=False)
     assert theory.status == SUCCESS and all(s.status == SUCCESS for s in sims)
     names = compared_columns(config.K, config.M)
-    assert theory.error[-1] < 0.7 * theory.error[0]  # it learns, by far more than the tolerance
+    # it learns, by far more than the tolerance (the erf student of a ReLU teacher least: 25 %,
+    # down to its representation error, as it cannot represent the teacher's even part)
+    assert theory.error[-1] < 0.8 * theory.error[0]
     ratio, where = worst_ratio(theory, sims, names, N)
     assert ratio <= 1.0, f"theory off by {ratio:.2f} tolerances ({where})"
     erf_pair = config.replace({"student.activation": "erf", "teacher.activation": "erf"})

@@ -29,11 +29,13 @@ Where fields coincide (I4(k, k, a, b), a student field a = k, a repeated teacher
 product on the common field must be formed before rule 1 (Theta Theta = Theta, z Theta Theta =
 z Theta: delta(z) Theta(z) has no meaning): ``I4`` kernels are derived for every partition of the
 four fields into equal ones (``PARTITIONS``), and the module's ``I4_forms`` calls the one of the
-indices it is given.
+indices it is given; so are the four-point moments F4 of the few-shot theory and the off-diagonal
+of their gradient (``integral_F4``, ``integral_F4_pairs``).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 
@@ -71,20 +73,25 @@ def _entries(C: sp.Matrix, idx: list[int]) -> list[sp.Expr]:
             + [C[idx[p], idx[q]] for p in range(len(idx)) for q in range(p + 1, len(idx))])
 
 
-def _condition(C: sp.Matrix, i: int) -> sp.Matrix:
+@functools.cache
+def _condition(C: sp.ImmutableMatrix, i: int) -> sp.ImmutableMatrix:
     """Covariance given z_i = 0: C - C_:i C_i: / C_ii (row and column i become 0)."""
-    return (C - C[:, i] * C[i, :] / C[i, i]).applyfunc(sp.cancel)
+    return sp.ImmutableMatrix((C - C[:, i] * C[i, :] / C[i, i]).applyfunc(sp.cancel))
 
 
-def _tilt(C: sp.Matrix, weights: dict[int, int]) -> tuple[sp.Expr, sp.Matrix]:
-    """Tilting by exp(-1/2 sum_i q_i z_i^2), q = weights: (det(I + P C_SS)^(-1/2), C') with
-    P = diag(q) and C' = C - C_:S (P^-1 + C_SS)^-1 C_S:."""
+@functools.cache
+def _tilt(C: sp.ImmutableMatrix, weights: tuple[tuple[int, int], ...]
+          ) -> tuple[sp.Expr, sp.ImmutableMatrix]:
+    """Tilting by exp(-1/2 sum_i q_i z_i^2), q = dict(weights): (det(I + P C_SS)^(-1/2), C')
+    with P = diag(q) and C' = C - C_:S (P^-1 + C_SS)^-1 C_S:."""
+    weights = dict(weights)
     S = sorted(weights)
     P = sp.diag(*[weights[i] for i in S])
     C_SS = C.extract(S, S)
     C_xS = C.extract(list(range(C.rows)), S)
     Cp = C - C_xS * (P.inv() + C_SS).inv() * C_xS.T
-    return 1 / sp.sqrt((sp.eye(len(S)) + P * C_SS).det()), Cp.applyfunc(sp.cancel)
+    return (1 / sp.sqrt((sp.eye(len(S)) + P * C_SS).det()),
+            sp.ImmutableMatrix(Cp.applyfunc(sp.cancel)))
 
 
 def _derivative(kind: str, i: int) -> list[tuple[sp.Expr, tuple[Factor, ...]]]:
@@ -102,7 +109,13 @@ def _derivative(kind: str, i: int) -> list[tuple[sp.Expr, tuple[Factor, ...]]]:
 
 def expectation(C: sp.Matrix, factors: tuple[Factor, ...]) -> sp.Expr:
     """E[prod of factors] for z ~ N(0, C) (module docstring, rules 1 to 4)."""
-    factors = tuple(sorted(factors))
+    return _expectation(sp.ImmutableMatrix(C), tuple(sorted(factors)))
+
+
+@functools.cache
+def _expectation(C: sp.ImmutableMatrix, factors: tuple[Factor, ...]) -> sp.Expr:
+    """``expectation`` of sorted factors, memoised: the subproblems (a conditioned or tilted
+    covariance with what is left of the product) recur across the kernels."""
     deltas = [f for f in factors if f[0] == DL]
     if deltas:
         i = deltas[0][1]
@@ -119,7 +132,7 @@ def expectation(C: sp.Matrix, factors: tuple[Factor, ...]) -> sp.Expr:
         return coefficient * expectation(_condition(C, i), rest)
     tilted = Counter(i for kind, i in factors if kind == GP)
     if tilted:
-        norm, Cp = _tilt(C, dict(tilted))
+        norm, Cp = _tilt(C, tuple(sorted(tilted.items())))
         rest = tuple(f for f in factors if f[0] != GP)
         return SQRT_2_OVER_PI ** sum(tilted.values()) * norm * expectation(Cp, rest)
     linear = [f for f in factors if f[0] == Z]
@@ -242,6 +255,34 @@ def integral_I4(s: str, f: str, h: str, partition: str) -> sp.Expr:
     return _clean(expectation(covariance(4), merged(factors)))
 
 
+#: The pairs (p, q) of the four positions, in the order of the kernel arguments c12 .. c34.
+POSITION_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+def integral_F4(kinds: str, partition: str) -> sp.Expr:
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], the activations of ``kinds``, the fields equal as
+    ``partition`` says (as ``integral_I4``)."""
+    fields = [int(x) for x in partition]
+    factors = sum((value(k, f) for k, f in zip(kinds, fields, strict=True)), ())
+    return _clean(expectation(covariance(4), merged(factors)))
+
+
+def integral_F4_pairs(kinds: str, partition: str) -> tuple[sp.Expr, ...]:
+    """The derivatives of F4 along the symmetric pairs (p, q) of ``POSITION_PAIRS``, by Price's
+    theorem E[f_p'(z_p) f_q'(z_q) f_r(z_r) f_s(z_s)]: the off-diagonal of ``F4_gradient``, exact
+    also where fields coincide (the derivative of F4 as a function of the 4 x 4 covariance). The
+    diagonal follows from these and F4 (``relu.four_point_gradient``)."""
+    fields = [int(x) for x in partition]
+    out = []
+    for p, q in POSITION_PAIRS:
+        factors = ()
+        for i in range(4):
+            part = slope if i in (p, q) else value
+            factors += part(kinds[i], fields[i])
+        out.append(_clean(expectation(covariance(4), merged(factors))))
+    return tuple(out)
+
+
 def allowed(kinds: str, roles: str, partition: str) -> bool:
     """Whether fields equal by ``partition`` are possible: only fields of one role (student "s",
     teacher "t") can be the same field, and then their kinds agree."""
@@ -299,19 +340,25 @@ def kernel_specs() -> list[tuple[str, sp.Expr | tuple[sp.Expr, ...], list[sp.Sym
             specs.append((f"I4_{kinds}_{partition}", integral_I4(kinds[0], *kinds[2:], partition),
                           _args(4), f"I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds {kinds}, fields "
                           f"equal as {partition} (labels)."))
+            specs.append((f"F4_{kinds}_{partition}", integral_F4(kinds, partition), _args(4),
+                          f"F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds {kinds}, fields equal as "
+                          f"{partition} (labels)."))
+            specs.append((f"F4_pairs_{kinds}_{partition}", integral_F4_pairs(kinds, partition),
+                          _args(4), f"dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's "
+                          f"theorem), kinds {kinds}, fields equal as {partition} (labels)."))
     return specs
 
 
-def _dispatcher(kinds: str, partitions: list[str]) -> str:
-    """numba source of I4_<kinds>(code, c11, ..): the kernel of the partition with that
+def _dispatcher(name: str, kinds: str, partitions: list[str]) -> str:
+    """numba source of <name>_<kinds>(code, c11, ..): the kernel of the partition with that
     ``partition_code``."""
     args = ", ".join(str(a) for a in _args(4))
-    lines = ["@njit(cache=True)", f"def I4_{kinds}(code, {args}):",
-             f'    """I4 of kinds {kinds} for the partition of the fields with ``code``."""']
+    lines = ["@njit(cache=True)", f"def {name}_{kinds}(code, {args}):",
+             f'    """{name} of kinds {kinds} for the partition of the fields with ``code``."""']
     for partition in partitions:
         lines.append(f"    if code == {partition_code(partition)}:")
-        lines.append(f"        return I4_{kinds}_{partition}({args})")
-    lines.append('    raise ValueError("no I4 kernel of this partition of the fields")')
+        lines.append(f"        return {name}_{kinds}_{partition}({args})")
+    lines.append('    raise ValueError("no kernel of this partition of the fields")')
     return "\n".join(lines)
 
 
@@ -338,9 +385,10 @@ def generated_source() -> str:
     blocks = [header.rstrip() + "\n" + SQRT_PRELUDE]
     for name, expr, args, doc in kernel_specs():
         source = _function_source(name, expr, args, doc).replace("math.sqrt(", "_sqrt(")
-        if name.startswith("I4_"):  # 0 / 0 at (nearly) collinear fields: NaN, not an exception
+        if name[:3] in ("I4_", "F4_"):  # 0 / 0 at (nearly) collinear fields: NaN, not an error
             source = source.replace("@njit(cache=True)", '@njit(cache=True, error_model="numpy")')
         blocks.append(source)
     for kinds, partitions in I4_kernels().items():
-        blocks.append(_dispatcher(kinds, partitions))
+        for name in ("I4", "F4", "F4_pairs"):
+            blocks.append(_dispatcher(name, kinds, partitions))
     return "\n\n\n".join(blocks) + "\n"

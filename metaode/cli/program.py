@@ -35,9 +35,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Closed ODEs for online (meta-)learning of two-layer networks (erf or linear "
-        "activations) in the teacher-student scenario, checked against simulations of large "
-        "networks.",
+        description="Closed ODEs for online (meta-)learning of two-layer networks (erf, ReLU or "
+        "linear activations) in the teacher-student scenario, checked against simulations of "
+        "large networks.",
         epilog="Exit status: 0 success, 1 the run failed (e.g. diverged), 2 bad config or "
         "arguments (or an output folder with results, without --force), 130 / 143 interrupted "
         "by SIGINT / SIGTERM (the records so far and a checkpoint are written; --resume "

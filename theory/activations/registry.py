@@ -106,8 +106,9 @@ class Activation:
     hidden units are identifiable (False for the linear activation: the network depends on J
     only through w^T J, so a unit has no teacher unit of its own, and the specialisation index
     and align_k are not recorded) and whether its module implements the four-point moments F4
-    of the few-shot theory (False for ReLU: the few-shot and finite-support maml theories
-    refuse it)."""
+    of the few-shot theory (an activation registered without them, ``four_point=False``, is
+    refused by the few-shot and finite-support maml theories and simulations,
+    ``theory.fewshot.require_four_point``)."""
 
     name: str
     marker: Any

@@ -19,10 +19,10 @@ partition they form (k = l, a = k, a repeated teacher field, ...), where a produ
 has to be formed before the integral (Theta(z) Theta(z) = Theta(z)); a ReLU field makes the
 generic closed form 0 / 0 there, while erf's and the linear activation's are regular.
 
-Not implemented for ReLU: I3 and the gradients of J2, I3, I4 (the exact sgd Jacobian; a ReLU
-network's Jacobian is by central differences, ``theory.jacobian``) and the four-point moments F4
-of the few-shot theory (``Activation.four_point`` is False: the few-shot and finite-support maml
-theories refuse a ReLU network; its simulations run).
+The four-point moments F4 of the few-shot theory are kernels of every partition too, their
+gradient off the diagonal by Price's theorem (``F4_pairs``), on it by the homogeneity of ReLU
+(``_F4_gradient``). Not implemented for ReLU: I3 and the gradients of J2, I3, I4 (the exact sgd
+Jacobian; a ReLU network's Jacobian is by central differences, ``theory.jacobian``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from metaode.theory.activations import erf_kernels, linear_kernels
 from metaode.theory.activations import registry as act
 from metaode.theory.activations import relu_kernels as kernels
 from metaode.theory.activations.erf import Erf
@@ -131,22 +130,23 @@ def partition_code(k: int, l: int, a: int, b: int) -> int:
 
 @njit(cache=True)
 def fields_of(omega: np.ndarray, idx: tuple, relu: tuple, collinear: float):
-    """(code, representatives, scale) of the fields idx = (k, l, a, b) of I4: two ReLU fields are
-    one when their indices are equal or when they are collinear (1 - r^2 below ``collinear``:
-    ``COLLINEAR`` or ``FALLBACK_COLLINEAR``), z_q = s z_p with
+    """(code, representatives, scales) of four fields idx (indices into omega): two ReLU fields
+    are one when their indices are equal or when they are collinear (1 - r^2 below
+    ``collinear``: ``COLLINEAR`` or ``FALLBACK_COLLINEAR``), z_q = s z_p with
     s = sqrt(Omega_qq / Omega_pp) > 0, so that Theta(z_q) = Theta(z_p) and relu(z_q) =
-    s relu(z_p): the kernel of that partition on the representatives' entries, times ``scale``,
-    the product of the s of the merged value fields (a, b). ``relu[i]``: whether field i is a
-    ReLU field. Anti-collinear ReLU fields (z_q = -s z_p) are a ValueError: their kernels are not
-    derived."""
+    s relu(z_p): the kernel of that partition on the representatives' entries, times the scale
+    s_i of each position that carries a value relu(z_i) (1 where the field is its own or equal
+    by index). ``relu[i]``: whether field i is a ReLU field. Anti-collinear ReLU fields
+    (z_q = -s z_p) are a ValueError: their kernels are not derived."""
     rep = [idx[0], idx[1], idx[2], idx[3]]
+    scales = [1.0, 1.0, 1.0, 1.0]
     code = 0
-    scale = 1.0
     for i in range(4):
         label = i
         for j in range(i):
             if idx[j] == idx[i]:
                 label = j
+                scales[i] = scales[j]
                 break
             if relu[i] and relu[j]:
                 p, q = idx[j], idx[i]
@@ -156,24 +156,28 @@ def fields_of(omega: np.ndarray, idx: tuple, relu: tuple, collinear: float):
                         raise ValueError("ReLU integrals of anti-collinear fields (a unit equal "
                                          "to minus another) are not implemented")
                     label = j
-                    if i >= 2:
-                        scale *= np.sqrt(omega[q, q] / omega[p, p])
+                    scales[i] = scales[j] * np.sqrt(omega[q, q] / omega[p, p])
                     break
         rep[i] = rep[label]
         code = 4 * code + label
-    return code, (rep[0], rep[1], rep[2], rep[3]), scale
+    return code, (rep[0], rep[1], rep[2], rep[3]), (scales[0], scales[1], scales[2], scales[3])
+
+
+_ERF, _LINEAR = Erf(), Linear()
 
 
 @njit(cache=True)
 def _I4_eeee(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
-    """erf's I4 (regular where fields coincide: the partition does not matter)."""
-    return erf_kernels.I4(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    """erf's I4, through the generic function (regular where fields coincide: the partition does
+    not matter)."""
+    return act.I4(_ERF, _ERF, _ERF, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
 
 
 @njit(cache=True)
 def _I4_llll(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
-    """The linear activation's I4 (regular where fields coincide)."""
-    return linear_kernels.I4_lll(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    """The linear activation's I4, through the generic function (regular where fields
+    coincide)."""
+    return act.I4(_LINEAR, _LINEAR, _LINEAR, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
 
 
 def _slice_kernel(kinds: str):
@@ -203,8 +207,9 @@ def _I4_forms(s, t, omega, K, pairs, X, parallel, out):
                             s_relu if b < K else t_relu)
                     v = np.nan
                     for collinear in (COLLINEAR, FALLBACK_COLLINEAR):
-                        code, (i, j, c, d), scale = fields_of(omega, (k, l, a, b), relu,
-                                                              collinear)
+                        code, (i, j, c, d), sc = fields_of(omega, (k, l, a, b), relu,
+                                                           collinear)
+                        scale = sc[2] * sc[3]  # the values relu(z_a), relu(z_b)
                         args = (omega[i, i], omega[j, j], omega[c, c], omega[d, d],
                                 omega[i, j], omega[i, c], omega[i, d], omega[j, c],
                                 omega[j, d], omega[c, d])
@@ -221,7 +226,77 @@ def _I4_forms(s, t, omega, K, pairs, X, parallel, out):
     return forms
 
 
-act.register(act.Activation("relu", ReLU(), "g(z) = max(0, z)", smooth=False, four_point=False),
+_POSITION_PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2),
+                   (2, 3, 0, 1))
+
+
+@njit(cache=True)
+def _entries(C: np.ndarray, reps: tuple) -> tuple:
+    """(c11, .., c44, c12, .., c34) of C on the fields ``reps``."""
+    i, j, c, d = reps
+    return (C[i, i], C[j, j], C[c, c], C[d, d], C[i, j], C[i, c], C[i, d], C[j, c], C[j, d],
+            C[c, d])
+
+
+@overload(act.F4)
+def _F4(f1, f2, f3, f4, C4, nodes, weights):
+    kinds = _kinds(f1, f2, f3, f4)
+    if kinds is None:
+        return None
+    kernel = getattr(kernels, f"F4_{kinds}")
+    relu = tuple(k == "r" for k in kinds)
+
+    def four_point(f1, f2, f3, f4, C4, nodes, weights):
+        value = np.nan
+        for collinear in (COLLINEAR, FALLBACK_COLLINEAR):
+            code, reps, sc = fields_of(C4, (0, 1, 2, 3), relu, collinear)
+            value = sc[0] * sc[1] * sc[2] * sc[3] * kernel(code, *_entries(C4, reps))
+            if np.isfinite(value):
+                break
+        return value
+    return four_point
+
+
+@overload(act.F4_gradient)
+def _F4_gradient(f1, f2, f3, f4, C4, nodes, weights):
+    kinds = _kinds(f1, f2, f3, f4)
+    if kinds is None:
+        return None
+    value_kernel = getattr(kernels, f"F4_{kinds}")
+    pairs_kernel = getattr(kernels, f"F4_pairs_{kinds}")
+    relu = tuple(k == "r" for k in kinds)
+    erf = tuple(k == "e" for k in kinds)
+
+    def four_point_gradient(f1, f2, f3, f4, C4, nodes, weights):
+        """Off the diagonal Price's theorem (``F4_pairs``); on it, for ReLU and linear positions
+        the homogeneity of degree 1 of F4 in z_p, 2 C_pp dF/dC_pp + sum_q C_pq dF/dC_pq = F4,
+        for erf ones Stein's lemma with g'' = -z g', dF/dC_pp = -1/2 sum_q C_pq dF/dC_pq /
+        (1 + C_pp) (as ``erf_fourpoint``)."""
+        grad = np.empty((4, 4))
+        for collinear in (COLLINEAR, FALLBACK_COLLINEAR):
+            code, reps, sc = fields_of(C4, (0, 1, 2, 3), relu, collinear)
+            args = _entries(C4, reps)
+            F = sc[0] * sc[1] * sc[2] * sc[3] * value_kernel(code, *args)
+            pairs = pairs_kernel(code, *args)
+            for n in range(6):
+                p, q, r, s = _POSITION_PAIRS[n]
+                grad[p, q] = grad[q, p] = sc[r] * sc[s] * pairs[n]
+            for p in range(4):
+                acc = 0.0
+                for q in range(4):
+                    if q != p:
+                        acc += C4[p, q] * grad[p, q]
+                if erf[p]:
+                    grad[p, p] = -0.5 * acc / (1.0 + C4[p, p])
+                else:
+                    grad[p, p] = (F - acc) / (2.0 * C4[p, p])
+            if np.all(np.isfinite(grad)):
+                break
+        return grad
+    return four_point_gradient
+
+
+act.register(act.Activation("relu", ReLU(), "g(z) = max(0, z)", smooth=False),
              pairs=("erf", "linear"))
 for _other in (ReLU, Erf, Linear):
     act.own_I4_forms(ReLU, _other)

@@ -161,11 +161,76 @@ def I4_eeer_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_eeer_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eeer, fields equal as 0003 (labels)."""
+    t0 = c11 + 1
+    t1 = c11/t0
+    return 3*_sqrt(2)*c14*_asin(t1/_sqrt((t1 + 1)**2))/(math.pi**(3/2)*_sqrt(t0))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eeer_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eeer, fields equal as 0003 (labels)."""
+    t0 = 2*c11 + 1
+    t1 = _sqrt(2)/math.pi**(3/2)
+    t2 = c14*t1/(t0**(3/2)*_sqrt(c11/t0 + 1))
+    t3 = c11 + 1
+    t4 = c11/t3
+    t5 = t1*_asin(t4/_sqrt((t4 + 1)**2))/_sqrt(t3)
+    return (
+        t2,
+        t2,
+        t5,
+        t2,
+        t5,
+        t5,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_eeer_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds eeer, fields equal as 0023 (labels)."""
     t0 = 2*c11
     t1 = t0 + 1
     return _sqrt(2)*(-2*c13*c14 + c34*t0 + c34)/(math.pi**(3/2)*t1**(3/2)*_sqrt(1 + (-2*c13**2 + c33*t0 + c33)/t1))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_eeer_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eeer, fields equal as 0023 (labels)."""
+    t0 = c33 + 1
+    t1 = c11*c33 - c13**2
+    t2 = (c11 + t1)/t0
+    t3 = c11 + 1
+    t4 = 1/t3
+    return _sqrt(2)*(2*c14*_asin(c13*t4/(_sqrt(c11*t4 + 1)*_sqrt(t4*(c33 + t1) + 1)))/_sqrt(t3) + c34*_asin(t2/_sqrt((t2 + 1)**2))/_sqrt(t0))/math.pi**(3/2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eeer_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eeer, fields equal as 0023 (labels)."""
+    t0 = 2*c11
+    t1 = t0 + 1
+    t2 = c13**2
+    t3 = _sqrt(2)/math.pi**(3/2)
+    t4 = c11*c33 - t2
+    t5 = c11 + t4
+    t6 = c11 + 1
+    t7 = c33 + t4
+    t8 = t6 + t7
+    t9 = t3*(-c13*c34 + c14*c33 + c14)/(t8**(3/2)*_sqrt(t5/t8 + 1))
+    t10 = 1/t6
+    t11 = t3*_asin(c13*t10/(_sqrt(c11*t10 + 1)*_sqrt(t10*t7 + 1)))/_sqrt(t6)
+    t12 = c33 + 1
+    t13 = t5/t12
+    return (
+        t3*(-2*c13*c14 + c34*t0 + c34)/(t1**(3/2)*_sqrt(1 + (c33*t0 + c33 - 2*t2)/t1)),
+        t9,
+        t11,
+        t9,
+        t11,
+        t3*_asin(t13/_sqrt((t13 + 1)**2))/_sqrt(t12),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -177,11 +242,88 @@ def I4_eeer_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_eeer_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eeer, fields equal as 0103 (labels)."""
+    t0 = c22 + 1
+    t1 = c11*c22 - c12**2
+    t2 = (c11 + t1)/t0
+    t3 = c11 + 1
+    t4 = 1/t3
+    return _sqrt(2)*(2*c14*_asin(c12*t4/(_sqrt(c11*t4 + 1)*_sqrt(t4*(c22 + t1) + 1)))/_sqrt(t3) + c24*_asin(t2/_sqrt((t2 + 1)**2))/_sqrt(t0))/math.pi**(3/2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eeer_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eeer, fields equal as 0103 (labels)."""
+    t0 = c12**2
+    t1 = c11*c22
+    t2 = -t0 + t1
+    t3 = c11 + t2
+    t4 = c11 + 1
+    t5 = c22 + t2
+    t6 = t4 + t5
+    t7 = _sqrt(2)/math.pi**(3/2)
+    t8 = t7*(-c12*c24 + c14*c22 + c14)/(t6**(3/2)*_sqrt(t3/t6 + 1))
+    t9 = 2*c11
+    t10 = t9 + 1
+    t11 = 1/t4
+    t12 = t7*_asin(c12*t11/(_sqrt(c11*t11 + 1)*_sqrt(t11*t5 + 1)))/_sqrt(t4)
+    t13 = c22 + 1
+    t14 = t3/t13
+    return (
+        t8,
+        t7*(-2*c12*c14 + c24*t9 + c24)/(t10**(3/2)*_sqrt(1 + (c22 - 2*t0 + 2*t1)/t10)),
+        t12,
+        t8,
+        t7*_asin(t14/_sqrt((t14 + 1)**2))/_sqrt(t13),
+        t12,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_eeer_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds eeer, fields equal as 0113 (labels)."""
     t0 = c11*c22 - c12**2 + c22
     t1 = c11 + t0 + 1
     return _sqrt(2)*(c11*c24 - c12*c14 + c24)/(math.pi**(3/2)*t1**(3/2)*_sqrt(t0/t1 + 1))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_eeer_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eeer, fields equal as 0113 (labels)."""
+    t0 = c11 + 1
+    t1 = c11*c22 - c12**2
+    t2 = (c22 + t1)/t0
+    t3 = c22 + 1
+    t4 = 1/t3
+    return _sqrt(2)*(c14*_asin(t2/_sqrt((t2 + 1)**2))/_sqrt(t0) + 2*c24*_asin(c12*t4/(_sqrt(c22*t4 + 1)*_sqrt(t4*(c11 + t1) + 1)))/_sqrt(t3))/math.pi**(3/2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eeer_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eeer, fields equal as 0113 (labels)."""
+    t0 = c12**2
+    t1 = c11*c22
+    t2 = -t0 + t1
+    t3 = c22 + t2
+    t4 = c11 + 1
+    t5 = t3 + t4
+    t6 = _sqrt(2)/math.pi**(3/2)
+    t7 = t6*(c11*c24 - c12*c14 + c24)/(t5**(3/2)*_sqrt(t3/t5 + 1))
+    t8 = t3/t4
+    t9 = 2*c22
+    t10 = t9 + 1
+    t11 = c22 + 1
+    t12 = 1/t11
+    t13 = t6*_asin(c12*t12/(_sqrt(c22*t12 + 1)*_sqrt(t12*(c11 + t2) + 1)))/_sqrt(t11)
+    return (
+        t7,
+        t7,
+        t6*_asin(t8/_sqrt((t8 + 1)**2))/_sqrt(t4),
+        t6*(-2*c12*c24 + c14*t9 + c14)/(t10**(3/2)*_sqrt(1 + (c11 - 2*t0 + 2*t1)/t10)),
+        t13,
+        t13,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -199,10 +341,97 @@ def I4_eeer_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_eeer_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eeer, fields equal as 0123 (labels)."""
+    t0 = c11 + 1
+    t1 = 1/t0
+    t2 = c11*c22 - c12**2
+    t3 = c11*c33 - c13**2
+    t4 = c22 + 1
+    t5 = 1/t4
+    t6 = c22*c33 - c23**2
+    t7 = c33 + 1
+    t8 = 1/t7
+    return _sqrt(2)*(c14*_asin(t1*(c11*c23 - c12*c13 + c23)/(_sqrt(t1*(c22 + t2) + 1)*_sqrt(t1*(c33 + t3) + 1)))/_sqrt(t0) + c24*_asin(t5*(-c12*c23 + c13*c22 + c13)/(_sqrt(t5*(c11 + t2) + 1)*_sqrt(t5*(c33 + t6) + 1)))/_sqrt(t4) + c34*_asin(t8*(c12*c33 + c12 - c13*c23)/(_sqrt(t8*(c11 + t3) + 1)*_sqrt(t8*(c22 + t6) + 1)))/_sqrt(t7))/math.pi**(3/2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eeer_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eeer, fields equal as 0123 (labels)."""
+    t0 = c11 + 1
+    t1 = c12**2
+    t2 = c11*c22
+    t3 = -t1 + t2
+    t4 = c22 + t3
+    t5 = t0 + t4
+    t6 = c13**2
+    t7 = c11*c33
+    t8 = -t6 + t7
+    t9 = c33 + t8
+    t10 = c23**2
+    t11 = c22*c33
+    t12 = -t10 + t11
+    t13 = c12*c13
+    t14 = -c11*t10 - c22*t6 + 2*c23*t13 - c33*t1 + c33*t2
+    t15 = t12 + t14
+    t16 = c11*c34
+    t17 = c22*c34
+    t18 = c13*c14
+    t19 = c23*c24
+    t20 = c12*c14
+    t21 = _sqrt(2)/math.pi**(3/2)
+    t22 = t0 + t9
+    t23 = c24*c33
+    t24 = c23*c34
+    t25 = 1/t0
+    t26 = c22 + 1
+    t27 = c33 + t12
+    t28 = t26 + t27
+    t29 = c11 + t3
+    t30 = 1/t26
+    t31 = c33 + 1
+    t32 = 1/t31
+    return (
+        t21*(-c11*t19 - c22*t18 + c23*t20 + c24*t13 - c34*t1 + c34*t2 + c34 + t16 + t17 - t18 - t19)/(t5**(3/2)*_sqrt(1 + (t15 + t9)/t5)),
+        t21*(c11*c24 - c23*t16 + c23*t18 - c24*t6 + c24*t7 + c24 - c33*t20 + c34*t13 - t20 + t23 - t24)/(t22**(3/2)*_sqrt(1 + (t15 + t4)/t22)),
+        t21*_asin(t25*(c11*c23 + c23 - t13)/(_sqrt(t25*t4 + 1)*_sqrt(t25*t9 + 1)))/_sqrt(t0),
+        t21*(-c12*c24 - c12*t23 + c12*t24 - c13*c34 - c13*t17 + c13*t19 + c14*c22 + c14*c33 - c14*t10 + c14*t11 + c14)/(t28**(3/2)*_sqrt(1 + (t14 + t29 + t8)/t28)),
+        t21*_asin(t30*(-c12*c23 + c13*c22 + c13)/(_sqrt(t27*t30 + 1)*_sqrt(t29*t30 + 1)))/_sqrt(t26),
+        t21*_asin(t32*(c12*c33 + c12 - c13*c23)/(_sqrt(t32*(c11 + t8) + 1)*_sqrt(t32*(c22 + t12) + 1)))/_sqrt(t31),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_eerr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds eerr, fields equal as 0022 (labels)."""
     t0 = 2*c11
     return (-2*c13**2 + c33*t0 + c33)/(math.pi*(t0 + 1)**(3/2))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_eerr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eerr, fields equal as 0022 (labels)."""
+    t0 = c11 + 1
+    t1 = c11/t0
+    return (2*c13**2/(t0**(3/2)*_sqrt(t1 + 1)) + c33*_asin(t1))/math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eerr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eerr, fields equal as 0022 (labels)."""
+    t0 = 1/math.pi
+    t1 = 2*c11
+    t2 = c11 + 1
+    t3 = c11/t2
+    t4 = c13*t0/(t2**(3/2)*_sqrt(t3 + 1))
+    return (
+        t0*(-2*c13**2 + c33*t1 + c33)/(t1 + 1)**(3/2),
+        t4,
+        t4,
+        t4,
+        t4,
+        t0*_asin(t3),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -219,6 +448,83 @@ def I4_eerr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_eerr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eerr, fields equal as 0023 (labels)."""
+    t0 = c11 + 1
+    t1 = 1/t0
+    t2 = c11*t1
+    t3 = 1/math.pi
+    t4 = 2*t3
+    t5 = 1/c33
+    t6 = c33*c44
+    t7 = c34**2
+    t8 = t6 - t7
+    t9 = c13**2
+    t10 = c14**2
+    t11 = c13*c34
+    t12 = -c11*t6 + c11*t7 - 2*c14*t11 + c33*t10 + c44*t9
+    t13 = t12/t8
+    t14 = -c14*c33 + t11
+    t15 = c11*c33
+    t16 = t15 - t9
+    t17 = c33 + t16
+    t18 = 1/t17
+    t19 = 1/_sqrt(c33*c44 - t12 - t7)
+    t20 = _asin(t14*_sqrt(t18)*t19/_sqrt(t16*t18 + 1))
+    t21 = c11*c34
+    t22 = c13*c14
+    t23 = c11*c44
+    t24 = -t10 + t23
+    t25 = c44 + t24
+    t26 = 1/t25
+    return c13*t3*(c14*(t4*_asin((c34 + 2*t21 - 2*t22)/(_sqrt(c33 + 2*t15 - 2*t9)*_sqrt(c44 - 2*t10 + 2*t23))) + 1)/_sqrt(t2 + 1) - t20*t4*(c34 + t21 - t22)/_sqrt(t1*t17) + _sqrt(t25)*t4*_asin(t19*_sqrt(t26)*(c13*c44 - c14*c34)/_sqrt(t24*t26 + 1))/_sqrt(t1))/t0**(3/2) + (1/4)*c34*(t4*_asin(t2) + sign4(t0, t0, c33, c44, c11, c13, c14, c13, c14, c34)) - (-2*t14*t20/_sqrt(t16*t5 + 1) + _sqrt(t8)*_asin(t13/_sqrt((1 - t13)**2))/_sqrt(t5))/(math.pi**2*_sqrt(c33))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eerr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eerr, fields equal as 0023 (labels)."""
+    t0 = 1/math.pi
+    t1 = 2*c11
+    t2 = t1 + 1
+    t3 = c34**2
+    t4 = c14**2
+    t5 = 2*t4
+    t6 = c13**2
+    t7 = 2*t6
+    t8 = -c33*c44 + t3
+    t9 = c13*c14
+    t10 = c34*t1 + c34 - 2*t9
+    t11 = 2*t0
+    t12 = t11*_asin(t10/(_sqrt(c33*t1 + c33 - t7)*_sqrt(c44*t1 + c44 - t5))) + 1
+    t13 = c11 + 1
+    t14 = 1/t13
+    t15 = c11*t14
+    t16 = t12/_sqrt(t15 + 1)
+    t17 = 1/_sqrt(t14)
+    t18 = c11*c44 - t4
+    t19 = c44 + t18
+    t20 = 1/t19
+    t21 = 1/_sqrt(c11*c33*c44 - c11*t3 + 2*c13*c14*c34 - c33*t4 - c44*t6 - t8)
+    t22 = t11*_asin(_sqrt(t20)*t21*(c13*c44 - c14*c34)/_sqrt(t18*t20 + 1))
+    t23 = c11*c33 - t6
+    t24 = c33 + t23
+    t25 = c11*c34 + c34 - t9
+    t26 = 1/t24
+    t27 = t11*_asin(t21*_sqrt(t26)*(c13*c34 - c14*c33)/_sqrt(t23*t26 + 1))
+    t28 = (1/2)*t0/t13**(3/2)
+    t29 = t28*(c14*t16 + t17*_sqrt(t19)*t22 - t25*t27/_sqrt(t14*t24))
+    t30 = t28*(c13*t16 - t17*_sqrt(t24)*t27 + t22*t25/_sqrt(t14*t19))
+    return (
+        t0*(t0*_sqrt(2*c11*c33*c44 + 4*c13*c14*c34 - c33*t5 - c44*t7 - t1*t3 - t8)/_sqrt(1/t2) + (1/2)*t10*t12)/t2**(3/2),
+        t29,
+        t30,
+        t29,
+        t30,
+        (1/4)*t11*_asin(t15) + (1/4)*sign4(t13, t13, c33, c44, c11, c13, c14, c13, c14, c34),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds eerr, fields equal as 0122 (labels)."""
     t0 = c11*c22
@@ -226,6 +532,40 @@ def I4_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     t2 = c13**2
     t3 = c23**2
     return (c11*c33 - c11*t3 + 2*c12*c13*c23 + c22*c33 - c22*t2 + c33*t0 - c33*t1 + c33 - t2 - t3)/(math.pi*(c11 + c22 + t0 - t1 + 1)**(3/2))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eerr, fields equal as 0122 (labels)."""
+    t0 = c11 + 1
+    t1 = c22 + 1
+    t2 = c11*c22 - c12**2
+    return (c13*(c11*c23 - c12*c13 + c23)/(t0**(3/2)*_sqrt(1 + (c22 + t2)/t0)) + c23*(-c12*c23 + c13*c22 + c13)/(t1**(3/2)*_sqrt(1 + (c11 + t2)/t1)) + c33*_asin(c12/(_sqrt(t0)*_sqrt(t1))))/math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eerr, fields equal as 0122 (labels)."""
+    t0 = 1/math.pi
+    t1 = c11 + 1
+    t2 = c12**2
+    t3 = c11*c22
+    t4 = -t2 + t3
+    t5 = c22 + t4
+    t6 = c13**2
+    t7 = c23**2
+    t8 = c12*c13
+    t9 = t0*(c11*c23 + c23 - t8)/(t1**(3/2)*_sqrt(1 + t5/t1))
+    t10 = c22 + 1
+    t11 = t0*(-c12*c23 + c13*c22 + c13)/(t10**(3/2)*_sqrt(1 + (c11 + t4)/t10))
+    return (
+        t0*(c11*c33 - c11*t7 + c22*c33 - c22*t6 + 2*c23*t8 - c33*t2 + c33*t3 + c33 - t6 - t7)/(t1 + t5)**(3/2),
+        t9,
+        t9,
+        t11,
+        t11,
+        t0*_asin(c12/(_sqrt(t1)*_sqrt(t10))),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -257,9 +597,194 @@ def I4_eerr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_eerr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds eerr, fields equal as 0123 (labels)."""
+    t0 = c11 + 1
+    t1 = c22 + 1
+    t2 = 1/math.pi
+    t3 = 2*t2
+    t4 = 1/c33
+    t5 = c33*c44
+    t6 = c34**2
+    t7 = t5 - t6
+    t8 = 1/t7
+    t9 = c13*c34
+    t10 = c23*c34
+    t11 = c23*c44
+    t12 = c14*c33
+    t13 = c13**2
+    t14 = c14**2
+    t15 = -c11*t5 + c11*t6 - 2*c14*t9 + c33*t14 + c44*t13
+    t16 = c23**2
+    t17 = c24**2
+    t18 = 2*c24
+    t19 = -c22*t5 + c22*t6 + c33*t17 + c44*t16 - t10*t18
+    t20 = c11*c33
+    t21 = -t13 + t20
+    t22 = c33 + t21
+    t23 = 1/t22
+    t24 = c13*c14
+    t25 = c24*c33
+    t26 = t10 - t25
+    t27 = -c33*c44 + t6
+    t28 = 1/_sqrt(-t15 - t27)
+    t29 = c22*c33
+    t30 = c11*t16
+    t31 = c22*t13
+    t32 = c12**2
+    t33 = c33*t32
+    t34 = c22*t20
+    t35 = 2*c12*c13*c23
+    t36 = t30 + t31 + t33 - t34 - t35
+    t37 = _asin(_sqrt(t23)*t28*(c11*t10 + c12*t12 - c12*t9 - c23*t24 + c24*t13 - c24*t20 + t26)/_sqrt(-t23*(t16 - t29 + t36) + 1))
+    t38 = -t16 + t29
+    t39 = c33 + t38
+    t40 = 1/t39
+    t41 = c23*c24
+    t42 = 1/_sqrt(-t19 - t27)
+    t43 = _asin(_sqrt(t40)*t42*(c12*t10 - c12*t25 + c13*t41 - c14*t16 + c22*t12 - c22*t9 + t12 - t9)/_sqrt(-t40*(t13 - t20 + t36) + 1))
+    t44 = c12*c14
+    t45 = 1/t0
+    t46 = c11*c22
+    t47 = -t32 + t46
+    t48 = c12*c24
+    t49 = c11*c34
+    t50 = c34 - t24 + t49
+    t51 = c22*c34
+    t52 = -t41 + t51
+    t53 = c11*t17
+    t54 = c22*t14
+    t55 = c44*t32
+    t56 = c44*t46
+    t57 = t18*t44
+    t58 = c11*c44
+    t59 = c44 - t14 + t58
+    t60 = c22*c44
+    t61 = -t17 + t60
+    t62 = t3*_asin((-c11*t41 + c13*t48 - c22*t24 + c23*t44 - c34*t32 + c34*t46 + t50 + t52)/(_sqrt(t22 - t30 - t31 - t33 + t34 + t35 + t38)*_sqrt(-t53 - t54 - t55 + t56 + t57 + t59 + t61))) + 1
+    t63 = 1/t59
+    t64 = c24*c34
+    t65 = c13*c44
+    t66 = t53 + t54 + t55 - t56 - t57
+    t67 = 1/t1
+    t68 = c44 + t61
+    t69 = 1/t68
+    return (1/2)*c13*t2*(-t3*t37*t50/_sqrt(t22*t45) + t3*_sqrt(t59)*_asin(t28*_sqrt(t63)*(-c12*t65 - c23*t14 + c23*t58 + c24*t24 - c24*t49 + c34*t44 + t11 - t64)/_sqrt(-t63*(t17 - t60 + t66) + 1))/_sqrt(t45) + t62*(c11*c24 + c24 - t44)/_sqrt(t45*(c22 + t47) + 1))/t0**(3/2) + (1/2)*c23*t2*(t3*t43*(c34 + t52)/_sqrt(t39*t67) - t3*_sqrt(t68)*_asin(t42*_sqrt(t69)*(c12*t11 - c12*t64 + c13*t17 - c13*t60 + c14*c34 - c14*t41 + c14*t51 - t65)/_sqrt(-t69*(t14 - t58 + t66) + 1))/_sqrt(t67) + t62*(c14*c22 + c14 - t48)/_sqrt(t67*(c11 + t47) + 1))/t1**(3/2) + (1/4)*c34*(t3*_asin(c12/(_sqrt(t0)*_sqrt(t1))) + sign4(t0, t1, c33, c44, c12, c13, c14, c23, c24, c34)) + (-t26*t43/_sqrt(t38*t4 + 1) + t37*(-t12 + t9)/_sqrt(t21*t4 + 1) + _sqrt(t7)*_asin(t8*(c12*t5 - c12*t6 - c13*t11 + c14*t10 - c24*t12 + c24*t9)/(_sqrt(-t15*t8 + 1)*_sqrt(-t19*t8 + 1)))/_sqrt(t4))/(math.pi**2*_sqrt(c33))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_eerr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds eerr, fields equal as 0123 (labels)."""
+    t0 = 1/math.pi
+    t1 = c11 + 1
+    t2 = c12**2
+    t3 = c11*c22
+    t4 = -t2 + t3
+    t5 = c22 + t4
+    t6 = t1 + t5
+    t7 = c12*c13
+    t8 = c12*c14
+    t9 = c23*c24
+    t10 = c13*c14
+    t11 = c11*c34
+    t12 = c34 - t10 + t11
+    t13 = c22*c34
+    t14 = t13 - t9
+    t15 = -c11*t9 - c22*t10 + c23*t8 + c24*t7 - c34*t2 + c34*t3 + t12 + t14
+    t16 = c23**2
+    t17 = c11*t16
+    t18 = c13**2
+    t19 = c22*t18
+    t20 = c33*t2
+    t21 = c33*t3
+    t22 = 2*t7
+    t23 = c23*t22
+    t24 = c11*c33
+    t25 = c33 - t18 + t24
+    t26 = c22*c33
+    t27 = -t16 + t26
+    t28 = c24**2
+    t29 = c11*t28
+    t30 = c14**2
+    t31 = c22*t30
+    t32 = c44*t2
+    t33 = c44*t3
+    t34 = 2*t8
+    t35 = c24*t34
+    t36 = c11*c44
+    t37 = c44 - t30 + t36
+    t38 = c22*c44
+    t39 = -t28 + t38
+    t40 = 2*t0
+    t41 = t40*_asin(t15/(_sqrt(-t17 - t19 - t20 + t21 + t23 + t25 + t27)*_sqrt(-t29 - t31 - t32 + t33 + t35 + t37 + t39))) + 1
+    t42 = c34**2
+    t43 = c24*c34
+    t44 = c23*c34
+    t45 = -c33*c44 + t42
+    t46 = -c11*c33*c44 + c11*t42 - 2*c13*c14*c34 + c33*t30 + c44*t18 + t45
+    t47 = -c22*c33*c44 + c22*t42 - 2*c23*c24*c34 + c33*t28 + c44*t16
+    t48 = 1/t1
+    t49 = t41/_sqrt(t48*t5 + 1)
+    t50 = 1/_sqrt(t48)
+    t51 = 1/t37
+    t52 = c23*c44
+    t53 = 1/_sqrt(-t46)
+    t54 = t29 + t31 + t32 - t33 - t35
+    t55 = t40*_asin(_sqrt(t51)*t53*(-c23*t30 + c23*t36 + c24*t10 - c24*t11 + c34*t8 - c44*t7 - t43 + t52)/_sqrt(-t51*(t28 - t38 + t54) + 1))
+    t56 = 1/t25
+    t57 = c24*c33
+    t58 = t17 + t19 + t20 - t21 - t23
+    t59 = t40*_asin(t53*_sqrt(t56)*(-c23*t10 + c23*t11 + c24*t18 - c24*t24 + c33*t8 - c34*t7 + t44 - t57)/_sqrt(-t56*(t16 - t26 + t58) + 1))
+    t60 = (1/2)*t0
+    t61 = t60/t1**(3/2)
+    t62 = c22 + 1
+    t63 = 1/t62
+    t64 = t41/_sqrt(t63*(c11 + t4) + 1)
+    t65 = 1/_sqrt(t63)
+    t66 = c44 + t39
+    t67 = 1/t66
+    t68 = 1/_sqrt(-t45 - t47)
+    t69 = t40*_asin(_sqrt(t67)*t68*(-c12*t43 + c12*t52 - c13*c44 + c13*t28 - c13*t38 + c14*c34 + c14*t13 - c14*t9)/_sqrt(-t67*(t30 - t36 + t54) + 1))
+    t70 = c33 + t27
+    t71 = c34 + t14
+    t72 = 1/t70
+    t73 = t40*_asin(t68*_sqrt(t72)*(c12*t44 - c12*t57 - c13*c34 - c13*t13 + c13*t9 + c14*c33 - c14*t16 + c14*t26)/_sqrt(-t72*(t18 - t24 + t58) + 1))
+    t74 = t60/t62**(3/2)
+    return (
+        t0*(t0*_sqrt(c11*c22*c33*c44 + 2*c11*c23*c24*c34 + 2*c12*c13*c23*c44 + 2*c12*c14*c24*c33 + 2*c13*c14*c22*c34 - c44*t17 - c44*t19 - c44*t20 - 2*t10*t9 + t16*t30 + t18*t28 + t2*t42 - t22*t43 - t24*t28 - t26*t30 - t3*t42 - t34*t44 - t46 - t47)/_sqrt(1/t6) + (1/2)*t15*t41)/t6**(3/2),
+        t61*(-t12*t59/_sqrt(t25*t48) + _sqrt(t37)*t50*t55 + t49*(c11*c24 + c24 - t8)),
+        t61*(t12*t55/_sqrt(t37*t48) - _sqrt(t25)*t50*t59 + t49*(c11*c23 + c23 - t7)),
+        t74*(t64*(-c12*c24 + c14*c22 + c14) - t65*_sqrt(t66)*t69 + t71*t73/_sqrt(t63*t70)),
+        t74*(t64*(-c12*c23 + c13*c22 + c13) + t65*_sqrt(t70)*t73 - t69*t71/_sqrt(t63*t66)),
+        (1/4)*t40*_asin(c12/(_sqrt(t1)*_sqrt(t62))) + (1/4)*sign4(t1, t62, c33, c44, c12, c13, c14, c23, c24, c34),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_lllr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds lllr, fields equal as 0003 (labels)."""
     return (1/2)*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_lllr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds lllr, fields equal as 0003 (labels)."""
+    return (3/2)*c11*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_lllr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds lllr, fields equal as 0003 (labels)."""
+    t0 = (1/2)*c14
+    t1 = (1/2)*c11
+    return (
+        t0,
+        t0,
+        t1,
+        t0,
+        t1,
+        t1,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -269,9 +794,51 @@ def I4_lllr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_lllr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds lllr, fields equal as 0023 (labels)."""
+    return (1/2)*c11*c34 + c13*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_lllr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds lllr, fields equal as 0023 (labels)."""
+    t0 = (1/2)*c14
+    t1 = (1/2)*c13
+    return (
+        (1/2)*c34,
+        t0,
+        t1,
+        t0,
+        t1,
+        (1/2)*c11,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_lllr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds lllr, fields equal as 0103 (labels)."""
     return (1/2)*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_lllr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds lllr, fields equal as 0103 (labels)."""
+    return (1/2)*c11*c24 + c12*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_lllr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds lllr, fields equal as 0103 (labels)."""
+    t0 = (1/2)*c14
+    t1 = (1/2)*c12
+    return (
+        t0,
+        (1/2)*c24,
+        t1,
+        t0,
+        (1/2)*c11,
+        t1,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -281,15 +848,75 @@ def I4_lllr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_lllr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds lllr, fields equal as 0113 (labels)."""
+    return c12*c24 + (1/2)*c14*c22
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_lllr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds lllr, fields equal as 0113 (labels)."""
+    t0 = (1/2)*c24
+    t1 = (1/2)*c12
+    return (
+        t0,
+        t0,
+        (1/2)*c22,
+        (1/2)*c14,
+        t1,
+        t1,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_lllr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds lllr, fields equal as 0123 (labels)."""
     return (1/2)*c34
 
 
 @njit(cache=True, error_model="numpy")
+def F4_lllr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds lllr, fields equal as 0123 (labels)."""
+    return (1/2)*(c12*c34 + c13*c24 + c14*c23)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_lllr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds lllr, fields equal as 0123 (labels)."""
+    return (
+        (1/2)*c34,
+        (1/2)*c24,
+        (1/2)*c23,
+        (1/2)*c14,
+        (1/2)*c13,
+        (1/2)*c12,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_llrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds llrr, fields equal as 0022 (labels)."""
     return (1/2)*c33
+
+
+@njit(cache=True, error_model="numpy")
+def F4_llrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds llrr, fields equal as 0022 (labels)."""
+    return (1/2)*c11*c33 + c13**2
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_llrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds llrr, fields equal as 0022 (labels)."""
+    t0 = (1/2)*c13
+    return (
+        (1/2)*c33,
+        t0,
+        t0,
+        t0,
+        t0,
+        (1/2)*c11,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -300,9 +927,62 @@ def I4_llrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_llrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds llrr, fields equal as 0023 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c33*c44 - c34**2)
+    t2 = t0*_asin(c34/(_sqrt(c33)*_sqrt(c44))) + 1
+    return (1/4)*c11*(c34*t2 + t1) + (1/4)*c13*(c13*t1/(c33**(3/2)*_sqrt(1/c33)) + c14*t2) + (1/4)*c14*(c13*t2 + c14*t1/(c44**(3/2)*_sqrt(1/c44)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_llrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds llrr, fields equal as 0023 (labels)."""
+    t0 = c33*c44 - c34**2
+    t1 = 2/math.pi
+    t2 = _sqrt(t0)*t1
+    t3 = t1*_asin(c34/(_sqrt(c33)*_sqrt(c44))) + 1
+    t4 = 1/c33
+    t5 = c13/c33**(3/2)
+    t6 = (1/4)*c14*t3 + (1/4)*t2*t5/_sqrt(t4)
+    t7 = 1/c44
+    t8 = c14/c44**(3/2)
+    t9 = (1/4)*c13*t3 + (1/4)*t2*t8/_sqrt(t7)
+    return (
+        (1/4)*c34*t3 + (1/4)*t2,
+        t6,
+        t9,
+        t6,
+        t9,
+        (1/4)*c11*t3 - 1/4*t1*t5*(c13*c34 - c14*c33)/_sqrt(t0*t4) + (1/4)*t1*t8*(c13*c44 - c14*c34)/_sqrt(t0*t7),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_llrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds llrr, fields equal as 0122 (labels)."""
     return (1/2)*c33
+
+
+@njit(cache=True, error_model="numpy")
+def F4_llrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds llrr, fields equal as 0122 (labels)."""
+    return (1/2)*c12*c33 + c13*c23
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_llrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds llrr, fields equal as 0122 (labels)."""
+    t0 = (1/2)*c23
+    t1 = (1/2)*c13
+    return (
+        (1/2)*c33,
+        t0,
+        t0,
+        t1,
+        t1,
+        (1/2)*c12,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -313,9 +993,67 @@ def I4_llrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_llrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds llrr, fields equal as 0123 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c33*c44 - c34**2)
+    t2 = t0*_asin(c34/(_sqrt(c33)*_sqrt(c44))) + 1
+    return (1/4)*c12*(c34*t2 + t1) + (1/4)*c13*(c23*t1/(c33**(3/2)*_sqrt(1/c33)) + c24*t2) + (1/4)*c14*(c23*t2 + c24*t1/(c44**(3/2)*_sqrt(1/c44)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_llrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds llrr, fields equal as 0123 (labels)."""
+    t0 = c33*c44 - c34**2
+    t1 = 2/math.pi
+    t2 = _sqrt(t0)*t1
+    t3 = t1*_asin(c34/(_sqrt(c33)*_sqrt(c44))) + 1
+    t4 = c33**(-3/2)
+    t5 = 1/c33
+    t6 = t2*t4/_sqrt(t5)
+    t7 = c44**(-3/2)
+    t8 = 1/c44
+    t9 = t2*t7/_sqrt(t8)
+    return (
+        (1/4)*c34*t3 + (1/4)*t2,
+        (1/4)*c23*t6 + (1/4)*c24*t3,
+        (1/4)*c23*t3 + (1/4)*c24*t9,
+        (1/4)*c13*t6 + (1/4)*c14*t3,
+        (1/4)*c13*t3 + (1/4)*c14*t9,
+        (1/4)*c12*t3 - 1/4*c13*t1*t4*(c23*c34 - c24*c33)/_sqrt(t0*t5) + (1/4)*c14*t1*t7*(c23*c44 - c24*c34)/_sqrt(t0*t8),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rree_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rree, fields equal as 0022 (labels)."""
     return _asin(c33/(c33 + 1))/math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rree_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rree, fields equal as 0022 (labels)."""
+    t0 = c33 + 1
+    t1 = c33/t0
+    return (c11*_asin(t1) + 2*c13**2/(t0**(3/2)*_sqrt(t1 + 1)))/math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rree_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rree, fields equal as 0022 (labels)."""
+    t0 = 1/math.pi
+    t1 = c33 + 1
+    t2 = c33/t1
+    t3 = c13*t0/(t1**(3/2)*_sqrt(t2 + 1))
+    t4 = 2*c33
+    return (
+        t0*_asin(t2),
+        t3,
+        t3,
+        t3,
+        t3,
+        t0*(c11*t4 + c11 - 2*c13**2)/(t4 + 1)**(3/2),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -325,10 +1063,124 @@ def I4_rree_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rree_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rree, fields equal as 0023 (labels)."""
+    t0 = c33 + 1
+    t1 = c44 + 1
+    t2 = c33*c44 - c34**2
+    return (c11*_asin(c34/(_sqrt(t0)*_sqrt(t1))) + c13*(-c13*c34 + c14*c33 + c14)/(t0**(3/2)*_sqrt(1 + (c44 + t2)/t0)) + c14*(c13*c44 + c13 - c14*c34)/(t1**(3/2)*_sqrt(1 + (c33 + t2)/t1)))/math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rree_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rree, fields equal as 0023 (labels)."""
+    t0 = 1/math.pi
+    t1 = c33 + 1
+    t2 = c44 + 1
+    t3 = c13*c34
+    t4 = c34**2
+    t5 = c33*c44
+    t6 = -t4 + t5
+    t7 = c44 + t6
+    t8 = t0*(c14*c33 + c14 - t3)/(t1**(3/2)*_sqrt(1 + t7/t1))
+    t9 = t0*(c13*c44 + c13 - c14*c34)/(t2**(3/2)*_sqrt(1 + (c33 + t6)/t2))
+    t10 = c13**2
+    t11 = c14**2
+    return (
+        t0*_asin(c34/(_sqrt(t1)*_sqrt(t2))),
+        t8,
+        t9,
+        t8,
+        t9,
+        t0*(c11*c33 + c11*c44 - c11*t4 + c11*t5 + c11 + 2*c14*t3 - c33*t11 - c44*t10 - t10 - t11)/(t1 + t7)**(3/2),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rree_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rree, fields equal as 0122 (labels)."""
     t0 = c33 + 1
     return (1/2)*_asin(c33/t0)/math.pi + (1/4)*sign4(t0, t0, c11, c22, c33, c13, c23, c13, c23, c12)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rree_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rree, fields equal as 0122 (labels)."""
+    t0 = c33 + 1
+    t1 = 1/t0
+    t2 = c33*t1
+    t3 = 1/math.pi
+    t4 = 2*t3
+    t5 = 1/c11
+    t6 = c11*c22
+    t7 = c12**2
+    t8 = t6 - t7
+    t9 = c23**2
+    t10 = c13**2
+    t11 = c12*c13
+    t12 = c11*t9 + c22*t10 - 2*c23*t11 - c33*t6 + c33*t7
+    t13 = t12/t8
+    t14 = c11*c23 - t11
+    t15 = c11*c33
+    t16 = -t10 + t15
+    t17 = c11 + t16
+    t18 = 1/t17
+    t19 = 1/_sqrt(c11*c22 - t12 - t7)
+    t20 = _asin(t14*_sqrt(t18)*t19/_sqrt(t16*t18 + 1))
+    t21 = c12*c33
+    t22 = c13*c23
+    t23 = c22*c33
+    t24 = t23 - t9
+    t25 = c22 + t24
+    t26 = 1/t25
+    return (1/4)*c12*(t4*_asin(t2) + sign4(t0, t0, c11, c22, c33, c13, c23, c13, c23, c12)) + c13*t3*(c23*(t4*_asin((c12 + 2*t21 - 2*t22)/(_sqrt(c11 - 2*t10 + 2*t15)*_sqrt(c22 + 2*t23 - 2*t9))) + 1)/_sqrt(t2 + 1) + t20*t4*(c12 + t21 - t22)/_sqrt(t1*t17) - _sqrt(t25)*t4*_asin(t19*_sqrt(t26)*(c12*c23 - c13*c22)/_sqrt(t24*t26 + 1))/_sqrt(t1))/t0**(3/2) - (-2*t14*t20/_sqrt(t16*t5 + 1) + _sqrt(t8)*_asin(t13/_sqrt((1 - t13)**2))/_sqrt(t5))/(math.pi**2*_sqrt(c11))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rree_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rree, fields equal as 0122 (labels)."""
+    t0 = c33 + 1
+    t1 = 1/t0
+    t2 = c33*t1
+    t3 = 1/math.pi
+    t4 = 2*t3
+    t5 = c12*c33
+    t6 = c13*c23
+    t7 = c12 + 2*t5 - 2*t6
+    t8 = c11*c33
+    t9 = c13**2
+    t10 = 2*t9
+    t11 = c22*c33
+    t12 = c23**2
+    t13 = 2*t12
+    t14 = t4*_asin(t7/(_sqrt(c11 - t10 + 2*t8)*_sqrt(c22 + 2*t11 - t13))) + 1
+    t15 = t14/_sqrt(t2 + 1)
+    t16 = 1/_sqrt(t1)
+    t17 = t11 - t12
+    t18 = c22 + t17
+    t19 = 1/t18
+    t20 = c12**2
+    t21 = c33*t20
+    t22 = -c11*c22 + t20
+    t23 = 1/_sqrt(c11*c22*c33 - c11*t12 + 2*c12*c13*c23 - c22*t9 - t21 - t22)
+    t24 = t4*_asin(_sqrt(t19)*t23*(c12*c23 - c13*c22)/_sqrt(t17*t19 + 1))
+    t25 = t8 - t9
+    t26 = c11 + t25
+    t27 = c12 + t5 - t6
+    t28 = 1/t26
+    t29 = t4*_asin(t23*_sqrt(t28)*(c11*c23 - c12*c13)/_sqrt(t25*t28 + 1))
+    t30 = (1/2)*t3/t0**(3/2)
+    t31 = t30*(c23*t15 - t16*_sqrt(t18)*t24 + t27*t29/_sqrt(t1*t26))
+    t32 = t30*(c13*t15 + t16*_sqrt(t26)*t29 - t24*t27/_sqrt(t1*t18))
+    t33 = 2*c33 + 1
+    return (
+        (1/4)*t4*_asin(t2) + (1/4)*sign4(t0, t0, c11, c22, c33, c13, c23, c13, c23, c12),
+        t31,
+        t31,
+        t32,
+        t32,
+        t3*((1/2)*t14*t7 + t3*_sqrt(2*c11*c22*c33 - c11*t13 + 4*c12*c13*c23 - c22*t10 - 2*t21 - t22)/_sqrt(1/t33))/t33**(3/2),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -340,15 +1192,223 @@ def I4_rree_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rree_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rree, fields equal as 0123 (labels)."""
+    t0 = c33 + 1
+    t1 = c44 + 1
+    t2 = 1/math.pi
+    t3 = 2*t2
+    t4 = 1/c11
+    t5 = c11*c22
+    t6 = c12**2
+    t7 = t5 - t6
+    t8 = 1/t7
+    t9 = c12*c13
+    t10 = c12*c14
+    t11 = c11*c24
+    t12 = c14*c22
+    t13 = c23**2
+    t14 = c13**2
+    t15 = c11*t13 + c22*t14 - 2*c23*t9 - c33*t5 + c33*t6
+    t16 = c24**2
+    t17 = c14**2
+    t18 = 2*c24
+    t19 = c11*t16 + c22*t17 - c44*t5 + c44*t6 - t10*t18
+    t20 = c11*c44
+    t21 = -t17 + t20
+    t22 = c11 + t21
+    t23 = 1/t22
+    t24 = c14*c24
+    t25 = c11*c23
+    t26 = t25 - t9
+    t27 = -c11*c22 + t6
+    t28 = 1/_sqrt(-t19 - t27)
+    t29 = c11*c33
+    t30 = c34**2
+    t31 = c11*t30
+    t32 = c33*t17
+    t33 = c44*t14
+    t34 = c33*t20
+    t35 = 2*c13*c14*c34
+    t36 = t31 + t32 + t33 - t34 - t35
+    t37 = _asin(_sqrt(t23)*t28*(c13*t24 - c23*t17 + c23*t20 + c34*t10 - c34*t11 - c44*t9 + t26)/_sqrt(-t23*(t14 - t29 + t36) + 1))
+    t38 = -t14 + t29
+    t39 = c11 + t38
+    t40 = 1/t39
+    t41 = c13*c23
+    t42 = 1/_sqrt(-t15 - t27)
+    t43 = _asin(_sqrt(t40)*t42*(-c14*t41 + c24*t14 + c33*t10 - c33*t11 + c34*t25 - c34*t9 + t10 - t11)/_sqrt(-t40*(t17 - t20 + t36) + 1))
+    t44 = c23*c34
+    t45 = 1/t0
+    t46 = c33*c44
+    t47 = -t30 + t46
+    t48 = c24*c34
+    t49 = c12*c33
+    t50 = c12 - t41 + t49
+    t51 = c12*c44
+    t52 = -t24 + t51
+    t53 = c22*t30
+    t54 = c33*t16
+    t55 = c44*t13
+    t56 = c22*t46
+    t57 = t18*t44
+    t58 = c22*c33
+    t59 = c22 - t13 + t58
+    t60 = c22*c44
+    t61 = -t16 + t60
+    t62 = t3*_asin((-c12*t30 + c12*t46 + c13*t48 + c14*t44 - c33*t24 - c44*t41 + t50 + t52)/(_sqrt(t22 - t31 - t32 - t33 + t34 + t35 + t38)*_sqrt(-t53 - t54 - t55 + t56 + t57 + t59 + t61))) + 1
+    t63 = 1/t59
+    t64 = c12*c24
+    t65 = c13*c22
+    t66 = t53 + t54 + t55 - t56 - t57
+    t67 = 1/t1
+    t68 = c22 + t61
+    t69 = 1/t68
+    return (1/4)*c12*(t3*_asin(c34/(_sqrt(t0)*_sqrt(t1))) + sign4(t0, t1, c11, c22, c34, c13, c23, c14, c24, c12)) + (1/2)*c13*t2*(-t3*t43*t50/_sqrt(t39*t45) + t3*_sqrt(t59)*_asin(t42*_sqrt(t63)*(c12*t44 - c14*t13 + c14*t58 + c24*t41 - c24*t49 - c34*t65 + t12 - t64)/_sqrt(-t63*(t16 - t60 + t66) + 1))/_sqrt(t45) + t62*(c24*c33 + c24 - t44)/_sqrt(t45*(c44 + t47) + 1))/t0**(3/2) + (1/2)*c14*t2*(t3*t37*(c12 + t52)/_sqrt(t22*t67) - t3*_sqrt(t68)*_asin(t28*_sqrt(t69)*(c12*c23 + c13*t16 - c13*t60 - c23*t24 + c23*t51 + c34*t12 - c34*t64 - t65)/_sqrt(-t69*(t13 - t58 + t66) + 1))/_sqrt(t67) + t62*(c23*c44 + c23 - t48)/_sqrt(t67*(c33 + t47) + 1))/t1**(3/2) + (-t26*t43/_sqrt(t38*t4 + 1) + t37*(-t10 + t11)/_sqrt(t21*t4 + 1) + _sqrt(t7)*_asin(t8*(-c13*t12 + c23*t10 - c23*t11 + c24*t9 + c34*t5 - c34*t6)/(_sqrt(-t15*t8 + 1)*_sqrt(-t19*t8 + 1)))/_sqrt(t4))/(math.pi**2*_sqrt(c11))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rree_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rree, fields equal as 0123 (labels)."""
+    t0 = c33 + 1
+    t1 = c44 + 1
+    t2 = 1/math.pi
+    t3 = 2*t2
+    t4 = c23*c34
+    t5 = 1/t0
+    t6 = c34**2
+    t7 = c33*c44
+    t8 = -t6 + t7
+    t9 = c44 + t8
+    t10 = c24*c34
+    t11 = c13*c23
+    t12 = c14*c24
+    t13 = c12*c33
+    t14 = c12 - t11 + t13
+    t15 = c12*c44
+    t16 = -t12 + t15
+    t17 = -c12*t6 + c12*t7 + c13*t10 + c14*t4 - c33*t12 - c44*t11 + t14 + t16
+    t18 = c11*t6
+    t19 = c14**2
+    t20 = c33*t19
+    t21 = c13**2
+    t22 = c44*t21
+    t23 = c11*t7
+    t24 = c13*c34
+    t25 = 2*t24
+    t26 = c14*t25
+    t27 = c11*c33
+    t28 = c11 - t21 + t27
+    t29 = c11*c44
+    t30 = -t19 + t29
+    t31 = c22*t6
+    t32 = c24**2
+    t33 = c33*t32
+    t34 = c23**2
+    t35 = c44*t34
+    t36 = c22*t7
+    t37 = 2*t4
+    t38 = c24*t37
+    t39 = c22*c33
+    t40 = c22 - t34 + t39
+    t41 = c22*c44
+    t42 = -t32 + t41
+    t43 = t3*_asin(t17/(_sqrt(-t18 - t20 - t22 + t23 + t26 + t28 + t30)*_sqrt(-t31 - t33 - t35 + t36 + t38 + t40 + t42))) + 1
+    t44 = t43/_sqrt(t5*t9 + 1)
+    t45 = 1/_sqrt(t5)
+    t46 = 1/t40
+    t47 = c14*c22
+    t48 = c12*c24
+    t49 = c13*c22
+    t50 = c12**2
+    t51 = -c11*c22 + t50
+    t52 = -c11*c22*c33 + c11*t34 - 2*c12*c13*c23 + c22*t21 + c33*t50 + t51
+    t53 = 1/_sqrt(-t52)
+    t54 = t31 + t33 + t35 - t36 - t38
+    t55 = t3*_asin(_sqrt(t46)*t53*(c12*t4 - c14*t34 + c14*t39 + c24*t11 - c24*t13 - c34*t49 + t47 - t48)/_sqrt(-t46*(t32 - t41 + t54) + 1))
+    t56 = 1/t28
+    t57 = c12*c14
+    t58 = c11*c24
+    t59 = c12*c13
+    t60 = t18 + t20 + t22 - t23 - t26
+    t61 = t3*_asin(t53*_sqrt(t56)*(c11*t4 - c14*t11 + c14*t13 + c24*t21 - c24*t27 - c34*t59 + t57 - t58)/_sqrt(-t56*(t19 - t29 + t60) + 1))
+    t62 = (1/2)*t2
+    t63 = t62/t0**(3/2)
+    t64 = 1/t1
+    t65 = t43/_sqrt(t64*(c33 + t8) + 1)
+    t66 = 1/_sqrt(t64)
+    t67 = c22 + t42
+    t68 = 1/t67
+    t69 = -c11*c22*c44 + c11*t32 - 2*c12*c14*c24 + c22*t19 + c44*t50
+    t70 = 1/_sqrt(-t51 - t69)
+    t71 = t3*_asin(_sqrt(t68)*t70*(c12*c23 + c13*t32 - c13*t41 - c23*t12 + c23*t15 + c34*t47 - c34*t48 - t49)/_sqrt(-t68*(t34 - t39 + t54) + 1))
+    t72 = c11 + t30
+    t73 = c12 + t16
+    t74 = 1/t72
+    t75 = t3*_asin(t70*_sqrt(t74)*(c11*c23 + c13*t12 - c13*t15 - c23*t19 + c23*t29 + c34*t57 - c34*t58 - t59)/_sqrt(-t74*(t21 - t27 + t60) + 1))
+    t76 = t62/t1**(3/2)
+    t77 = t0 + t9
+    return (
+        (1/4)*t3*_asin(c34/(_sqrt(t0)*_sqrt(t1))) + (1/4)*sign4(t0, t1, c11, c22, c34, c13, c23, c14, c24, c12),
+        t63*(-t14*t61/_sqrt(t28*t5) + _sqrt(t40)*t45*t55 + t44*(c24*c33 + c24 - t4)),
+        t76*(t65*(c23*c44 + c23 - t10) - t66*_sqrt(t67)*t71 + t73*t75/_sqrt(t64*t72)),
+        t63*(t14*t55/_sqrt(t40*t5) - _sqrt(t28)*t45*t61 + t44*(c14*c33 + c14 - t24)),
+        t76*(t65*(c13*c44 + c13 - c14*c34) + t66*_sqrt(t72)*t75 - t71*t73/_sqrt(t64*t67)),
+        t2*((1/2)*t17*t43 + t2*_sqrt(c11*c22*c33*c44 + 2*c11*c23*c24*c34 + 2*c12*c13*c23*c44 + 2*c12*c14*c24*c33 + 2*c13*c14*c22*c34 - c22*t18 - c22*t20 - c22*t22 - 2*t11*t12 + t19*t34 + t21*t32 - t25*t48 - t27*t32 - t29*t34 - t37*t57 + t50*t6 - t50*t7 - t52 - t69)/_sqrt(1/t77))/t77**(3/2),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrll_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrll, fields equal as 0022 (labels)."""
     return (1/2)*c33
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrll_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrll, fields equal as 0022 (labels)."""
+    return (1/2)*c11*c33 + c13**2
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrll_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrll, fields equal as 0022 (labels)."""
+    t0 = (1/2)*c13
+    return (
+        (1/2)*c33,
+        t0,
+        t0,
+        t0,
+        t0,
+        (1/2)*c11,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrll_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrll, fields equal as 0023 (labels)."""
     return (1/2)*c34
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrll_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrll, fields equal as 0023 (labels)."""
+    return (1/2)*c11*c34 + c13*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrll_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrll, fields equal as 0023 (labels)."""
+    t0 = (1/2)*c14
+    t1 = (1/2)*c13
+    return (
+        (1/2)*c34,
+        t0,
+        t1,
+        t0,
+        t1,
+        (1/2)*c11,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -360,6 +1420,49 @@ def I4_rrll_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrll_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrll, fields equal as 0122 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = c11*c22
+    t2 = c12*c23
+    t3 = 2*c13
+    t4 = c12**2
+    t5 = 1/c11
+    t6 = c11*c23 - c12*c13
+    t7 = t1 - t4
+    t8 = 2/math.pi
+    t9 = t8/_sqrt(t5*t7)
+    t10 = t8*_asin(c12*t0/_sqrt(c22)) + 1
+    t11 = t8*(-c13*c22 + t2)
+    t12 = t6*t9/c11**(3/2)
+    return (1/4)*c12*(c13*t12 + c33*t10 - c23*t11/(c22**(3/2)*_sqrt(t7/c22))) - 1/4*t0*t9*(c11*c23**2 + c13**2*c22 - c33*t1 + c33*t4 - t2*t3 - 2*t5*t6**2) + (1/4)*t3*(c12*t12 + c23*t10 - t11/_sqrt(t7))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrll_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrll, fields equal as 0122 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t2 = c11*c23 - c12*c13
+    t3 = c11*c22 - c12**2
+    t4 = t0*t2/(c11**(3/2)*_sqrt(t3/c11))
+    t5 = c12*c23 - c13*c22
+    t6 = t0*t5/(c22**(3/2)*_sqrt(t3/c22))
+    t7 = _sqrt(t3)
+    t8 = t0/t7
+    t9 = (1/4)*c12*t4 + (1/4)*c23*t1 - 1/4*t5*t8
+    t10 = -1/4*c12*t6 + (1/4)*c13*t1 + (1/4)*t2*t8
+    return (
+        (1/4)*c13*t4 - 1/4*c23*t6 + (1/4)*c33*t1,
+        t9,
+        t9,
+        t10,
+        t10,
+        (1/4)*c12*t1 + (1/4)*t0*t7,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrll, fields equal as 0123 (labels)."""
     t0 = 2/math.pi
@@ -368,9 +1471,83 @@ def I4_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrll, fields equal as 0123 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = c11*c22
+    t2 = c12*c24
+    t3 = c12*c14
+    t4 = c11*c24
+    t5 = c14*c22
+    t6 = c12**2
+    t7 = 1/c11
+    t8 = c11*c23 - c12*c13
+    t9 = -t3 + t4
+    t10 = t1 - t6
+    t11 = 2/math.pi
+    t12 = t11/_sqrt(t10*t7)
+    t13 = t11*_asin(c12*t0/_sqrt(c22)) + 1
+    t14 = t2 - t5
+    t15 = t11/_sqrt(t10)
+    t16 = t12/c11**(3/2)
+    t17 = t16*t9
+    return (1/4)*c12*(c13*t17 + c34*t13 - c23*t11*t14/(c22**(3/2)*_sqrt(t10/c22))) + (1/4)*c13*(c12*t17 + c24*t13 - t14*t15) + (1/4)*c14*(c12*t16*t8 + c23*t13 - t15*(c12*c23 - c13*c22)) + (1/4)*t0*t12*(c13*t2 - c13*t5 + c23*t3 - c23*t4 + c34*t1 - c34*t6 + 2*t7*t8*t9)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrll, fields equal as 0123 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t2 = c11*c24 - c12*c14
+    t3 = c11*c22 - c12**2
+    t4 = t0/(c11**(3/2)*_sqrt(t3/c11))
+    t5 = t2*t4
+    t6 = c12*c24 - c14*c22
+    t7 = t0/(c22**(3/2)*_sqrt(t3/c22))
+    t8 = t6*t7
+    t9 = _sqrt(t3)
+    t10 = t0/t9
+    t11 = c12*c23 - c13*c22
+    t12 = c11*c23 - c12*c13
+    return (
+        (1/4)*c13*t5 - 1/4*c23*t8 + (1/4)*c34*t1,
+        (1/4)*c12*t5 + (1/4)*c24*t1 - 1/4*t10*t6,
+        (1/4)*c12*t12*t4 + (1/4)*c23*t1 - 1/4*t10*t11,
+        -1/4*c12*t8 + (1/4)*c14*t1 + (1/4)*t10*t2,
+        -1/4*c12*t11*t7 + (1/4)*c13*t1 + (1/4)*t10*t12,
+        (1/4)*c12*t1 + (1/4)*t0*t9,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrre_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrre, fields equal as 0003 (labels)."""
     return (1/2)*_sqrt(2)*c14/(_sqrt(math.pi)*_sqrt(c44 + 1))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrre_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrre, fields equal as 0003 (labels)."""
+    t0 = c44 + 1
+    return _sqrt(2)*c14*(c11 + (1/2)*(c11*c44 + c11 - c14**2)/t0)/(_sqrt(math.pi)*_sqrt(t0))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrre_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrre, fields equal as 0003 (labels)."""
+    t0 = c44 + 1
+    t1 = (1/2)*_sqrt(2)/_sqrt(math.pi)
+    t2 = c14*t1/_sqrt(t0)
+    t3 = t1*(c11*c44 + c11 - c14**2)/t0**(3/2)
+    return (
+        t2,
+        t2,
+        t3,
+        t2,
+        t3,
+        t3,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -386,6 +1563,67 @@ def I4_rrre_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrre_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrre, fields equal as 0023 (labels)."""
+    t0 = c44 + 1
+    t1 = c13**2
+    t2 = c34**2
+    t3 = c14**2
+    t4 = 2/math.pi
+    t5 = c13*c44 + c13 - c14*c34
+    t6 = c11*c44 - t3
+    t7 = c33*c44 - t2
+    t8 = t4*_asin(t5/(_sqrt(c11 + t6)*_sqrt(c33 + t7))) + 1
+    t9 = t8/_sqrt(t0)
+    t10 = _sqrt(c33)
+    t11 = 1/c33
+    t12 = 1/_sqrt(c11*c33 - t1)
+    t13 = t4*_asin(_sqrt(t11)*t12*(c13*c34 - c14*c33)/_sqrt(t11*t7 + 1))
+    t14 = _sqrt(c11)
+    t15 = 1/c11
+    t16 = t4*_asin(t12*_sqrt(t15)*(c11*c34 - c13*c14)/_sqrt(t15*t6 + 1))
+    return (1/4)*_sqrt(2)*(c11*(c13*t16/t14 + c34*t9 - t10*t13) + c13*(-c13*t13/t10 + c14*t9 + t14*t16) + c14*(t4*_sqrt(c11*c33*c44 + c11*c33 - c11*t2 + 2*c13*c14*c34 - c33*t3 - c44*t1 - t1)/_sqrt(1/t0) + t5*t8)/t0**(3/2))/_sqrt(math.pi)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrre_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrre, fields equal as 0023 (labels)."""
+    t0 = c13*c44 + c13 - c14*c34
+    t1 = c14**2
+    t2 = c11*c44 - t1
+    t3 = c11 + t2
+    t4 = c34**2
+    t5 = c33*c44 - t4
+    t6 = c33 + t5
+    t7 = 2/math.pi
+    t8 = t7*_asin(t0/(_sqrt(t3)*_sqrt(t6))) + 1
+    t9 = c44 + 1
+    t10 = t8/_sqrt(t9)
+    t11 = _sqrt(c33)
+    t12 = 1/c33
+    t13 = c13**2
+    t14 = 1/_sqrt(c11*c33 - t13)
+    t15 = t7*_asin(_sqrt(t12)*t14*(c13*c34 - c14*c33)/_sqrt(t12*t5 + 1))
+    t16 = _sqrt(c11)
+    t17 = 1/c11
+    t18 = t7*_asin(t14*_sqrt(t17)*(c11*c34 - c13*c14)/_sqrt(t17*t2 + 1))
+    t19 = (1/4)*_sqrt(2)/_sqrt(math.pi)
+    t20 = t19*(-c13*t15/t11 + c14*t10 + t16*t18)
+    t21 = 1/t9
+    t22 = t7*_sqrt(c11*c33*c44 + c11*c33 - c11*t4 + 2*c13*c14*c34 - c33*t1 - c44*t13 - t13)
+    t23 = t19/t9**(3/2)
+    t24 = t23*(t0*t8 + t22/_sqrt(t21))
+    return (
+        t19*(c13*t18/t16 + c34*t10 - t11*t15),
+        t20,
+        t24,
+        t20,
+        t24,
+        t23*(t0*t22/(t6**(3/2)*_sqrt(t21/t6)) + t3*t8),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrre_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrre, fields equal as 0103 (labels)."""
     t0 = c11*c44 - c14**2
@@ -398,6 +1636,67 @@ def I4_rrre_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrre_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrre, fields equal as 0103 (labels)."""
+    t0 = c44 + 1
+    t1 = c12**2
+    t2 = c24**2
+    t3 = c14**2
+    t4 = 2/math.pi
+    t5 = c12*c44 + c12 - c14*c24
+    t6 = c11*c44 - t3
+    t7 = c22*c44 - t2
+    t8 = t4*_asin(t5/(_sqrt(c11 + t6)*_sqrt(c22 + t7))) + 1
+    t9 = t8/_sqrt(t0)
+    t10 = _sqrt(c22)
+    t11 = 1/c22
+    t12 = 1/_sqrt(c11*c22 - t1)
+    t13 = t4*_asin(_sqrt(t11)*t12*(c12*c24 - c14*c22)/_sqrt(t11*t7 + 1))
+    t14 = _sqrt(c11)
+    t15 = 1/c11
+    t16 = t4*_asin(t12*_sqrt(t15)*(c11*c24 - c12*c14)/_sqrt(t15*t6 + 1))
+    return (1/4)*_sqrt(2)*(c11*(c12*t16/t14 + c24*t9 - t10*t13) + c12*(-c12*t13/t10 + c14*t9 + t14*t16) + c14*(t4*_sqrt(c11*c22*c44 + c11*c22 - c11*t2 + 2*c12*c14*c24 - c22*t3 - c44*t1 - t1)/_sqrt(1/t0) + t5*t8)/t0**(3/2))/_sqrt(math.pi)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrre_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrre, fields equal as 0103 (labels)."""
+    t0 = c12*c44 + c12 - c14*c24
+    t1 = c14**2
+    t2 = c11*c44 - t1
+    t3 = c11 + t2
+    t4 = c24**2
+    t5 = c22*c44 - t4
+    t6 = c22 + t5
+    t7 = 2/math.pi
+    t8 = t7*_asin(t0/(_sqrt(t3)*_sqrt(t6))) + 1
+    t9 = c44 + 1
+    t10 = t8/_sqrt(t9)
+    t11 = _sqrt(c11)
+    t12 = 1/c11
+    t13 = c12**2
+    t14 = 1/_sqrt(c11*c22 - t13)
+    t15 = t7*_asin(_sqrt(t12)*t14*(c11*c24 - c12*c14)/_sqrt(t12*t2 + 1))
+    t16 = _sqrt(c22)
+    t17 = 1/c22
+    t18 = t7*_asin(t14*_sqrt(t17)*(c12*c24 - c14*c22)/_sqrt(t17*t5 + 1))
+    t19 = (1/4)*_sqrt(2)/_sqrt(math.pi)
+    t20 = t19*(-c12*t18/t16 + c14*t10 + t11*t15)
+    t21 = 1/t9
+    t22 = t7*_sqrt(c11*c22*c44 + c11*c22 - c11*t4 + 2*c12*c14*c24 - c22*t1 - c44*t13 - t13)
+    t23 = t19/t9**(3/2)
+    t24 = t23*(t0*t8 + t22/_sqrt(t21))
+    return (
+        t20,
+        t19*(c12*t15/t11 + c24*t10 - t16*t18),
+        t24,
+        t20,
+        t23*(t0*t22/(t6**(3/2)*_sqrt(t21/t6)) + t3*t8),
+        t24,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrre, fields equal as 0113 (labels)."""
     t0 = c11*c44 - c14**2
@@ -407,6 +1706,71 @@ def I4_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     t4 = 1/_sqrt(c11*c22 - c12**2)
     t5 = 1/c11
     return (1/4)*_sqrt(2)*(-_sqrt(c22)*t2*_asin(_sqrt(t3)*t4*(c12*c24 - c14*c22)/_sqrt(t1*t3 + 1)) + c24*(t2*_asin((c12*c44 + c12 - c14*c24)/(_sqrt(c11 + t0)*_sqrt(c22 + t1))) + 1)/_sqrt(c44 + 1) + c12*t2*_asin(t4*_sqrt(t5)*(c11*c24 - c12*c14)/_sqrt(t0*t5 + 1))/_sqrt(c11))/_sqrt(math.pi)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrre, fields equal as 0113 (labels)."""
+    t0 = c44 + 1
+    t1 = c24**2
+    t2 = c22*c44 - t1
+    t3 = c22 + t2
+    t4 = c12*c44 + c12 - c14*c24
+    t5 = c14**2
+    t6 = c11*c44 - t5
+    t7 = c11 + t6
+    t8 = 2/math.pi
+    t9 = t8*_asin(t4/(_sqrt(t3)*_sqrt(t7))) + 1
+    t10 = c12**2
+    t11 = _sqrt(c11*c22*c44 + c11*c22 - c11*t1 + 2*c12*c14*c24 - c22*t5 - c44*t10 - t10)
+    t12 = 1/t7
+    t13 = c11*c22 - t10
+    t14 = 1/c11
+    t15 = c11*c24 - c12*c14
+    t16 = 1/_sqrt(t13)
+    t17 = t14*t6 + 1
+    t18 = _asin(_sqrt(t14)*t15*t16/_sqrt(t17))
+    t19 = t8/_sqrt(c11)
+    t20 = 1/c22
+    return (1/4)*_sqrt(2)*(2*c12*(c12*t18*t19 - _sqrt(c22)*t8*_asin(t16*_sqrt(t20)*(c12*c24 - c14*c22)/_sqrt(t2*t20 + 1)) + c24*t9/_sqrt(t0)) + c14*(t11*t4*t8/(t7**(3/2)*_sqrt(t12/t0)) + t3*t9)/t0**(3/2) + t19*(t11*t12*t15/_sqrt(t12*t17) + t13*t18))/_sqrt(math.pi)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrre, fields equal as 0113 (labels)."""
+    t0 = c12*c44 + c12 - c14*c24
+    t1 = c14**2
+    t2 = c11*c44 - t1
+    t3 = c11 + t2
+    t4 = c24**2
+    t5 = c22*c44 - t4
+    t6 = c22 + t5
+    t7 = 2/math.pi
+    t8 = t7*_asin(t0/(_sqrt(t3)*_sqrt(t6))) + 1
+    t9 = c44 + 1
+    t10 = t8/_sqrt(t9)
+    t11 = _sqrt(c22)
+    t12 = 1/c22
+    t13 = c12**2
+    t14 = 1/_sqrt(c11*c22 - t13)
+    t15 = t7*_asin(_sqrt(t12)*t14*(c12*c24 - c14*c22)/_sqrt(t12*t5 + 1))
+    t16 = _sqrt(c11)
+    t17 = 1/c11
+    t18 = t7*_asin(t14*_sqrt(t17)*(c11*c24 - c12*c14)/_sqrt(t17*t2 + 1))
+    t19 = (1/4)*_sqrt(2)/_sqrt(math.pi)
+    t20 = t19*(c12*t18/t16 + c24*t10 - t11*t15)
+    t21 = 1/t9
+    t22 = t7*_sqrt(c11*c22*c44 + c11*c22 - c11*t4 + 2*c12*c14*c24 - c22*t1 - c44*t13 - t13)
+    t23 = t19/t9**(3/2)
+    t24 = t23*(t0*t8 + t22/_sqrt(t21))
+    return (
+        t20,
+        t20,
+        t23*(t0*t22/(t3**(3/2)*_sqrt(t21/t3)) + t6*t8),
+        t19*(-c12*t15/t11 + c14*t10 + t16*t18),
+        t24,
+        t24,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -433,9 +1797,172 @@ def I4_rrre_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrre_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrre, fields equal as 0123 (labels)."""
+    t0 = c22*c34
+    t1 = c12*c24
+    t2 = c12*c14
+    t3 = c23*c24
+    t4 = c14*c22
+    t5 = c12**2
+    t6 = 1/c11
+    t7 = c11*c22
+    t8 = -t5 + t7
+    t9 = c24**2
+    t10 = c14**2
+    t11 = c11*c44
+    t12 = c14*c24
+    t13 = c11*t9 - 2*c12*t12 + c22*t10 - c22*t11 + c44*t5
+    t14 = c11*c23 - c12*c13
+    t15 = 1/_sqrt(t8)
+    t16 = -t10 + t11
+    t17 = 1/_sqrt(t16*t6 + 1)
+    t18 = t17*(c11*c24 - t2)
+    t19 = _sqrt(t6)
+    t20 = c13**2
+    t21 = 1/_sqrt(c11*c33 - t20)
+    t22 = _asin(t15*t18*t19) + _asin(t17*t19*t21*(c11*c34 - c13*c14))
+    t23 = c11 + t16
+    t24 = 1/t23
+    t25 = c34**2
+    t26 = c14*c34
+    t27 = c24*c34
+    t28 = c12*c44
+    t29 = t13 + t5 - t7
+    t30 = t24*((-c11*t27 + c12*t26 + c13*t12 - c13*t28 - c23*t10 + c23*t11 + t14)/_sqrt(-t24*t29) + _sqrt(c11*c33*c44 + c11*c33 - c11*t25 + 2*c13*c14*c34 - c33*t10 - c44*t20 - t20)/_sqrt(t24))
+    t31 = 1/_sqrt(c11)
+    t32 = 1/math.pi
+    t33 = 2*t32
+    t34 = _sqrt(c33)
+    t35 = 1/c33
+    t36 = c33*c44 - t25
+    t37 = _sqrt(t35)/_sqrt(t35*t36 + 1)
+    t38 = c23**2
+    t39 = 1/_sqrt(c22*c33 - t38)
+    t40 = t33*(_asin(t21*t37*(c13*c34 - c14*c33)) + _asin(t37*t39*(c23*c34 - c24*c33)))
+    t41 = _sqrt(c22)
+    t42 = 1/c22
+    t43 = c22*c44
+    t44 = t43 - t9
+    t45 = _sqrt(t42)/_sqrt(t42*t44 + 1)
+    t46 = t33*(_asin(t15*t45*(t1 - t4)) - _asin(t39*t45*(t0 - t3)))
+    t47 = c44 + 1
+    t48 = 1/_sqrt(t47)
+    t49 = c12 - t12 + t28
+    t50 = 1/_sqrt(t23)
+    t51 = c22 + t44
+    t52 = 1/_sqrt(t51)
+    t53 = 1/_sqrt(c33 + t36)
+    t54 = c23*c44 + c23 - t27
+    t55 = t33*_asin(t49*t50*t52) + t33*_asin(t50*t53*(c13*c44 + c13 - t26)) + t33*_asin(t52*t53*t54) + 1
+    t56 = 1/t47
+    t57 = 1/t51
+    return (1/8)*_sqrt(2)*(c12*(2*c13*t22*t31*t32 - c23*t46/t41 + c34*t48*t55 - t34*t40) + c13*(2*c12*t22*t31*t32 - c23*t40/t34 + c24*t48*t55 - t41*t46) + c14*(t30*t33*t49/_sqrt(t23*t56) + t33*t52*(-(c12*c23 - c12*t27 - c13*c22 - c13*t43 + c13*t9 + c22*t26 - c23*t12 + c23*t28)/_sqrt(-t29*t57) + _sqrt(c22*c33*c44 + c22*c33 - c22*t25 + 2*c23*c24*c34 - c33*t9 - c44*t38 - t38)/_sqrt(t57))/_sqrt(t56) + t54*t55)/t47**(3/2) + t31*t33*(t14*t22 + t18*t30 + (c11*t0 - c11*t3 + c13*t1 - c13*t4 + c23*t2 - c34*t5)/_sqrt(t6*t8*(-t13/t8 + 1))))/_sqrt(math.pi)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrre_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrre, fields equal as 0123 (labels)."""
+    t0 = _sqrt(c33)
+    t1 = c13**2
+    t2 = 1/_sqrt(c11*c33 - t1)
+    t3 = 1/c33
+    t4 = c34**2
+    t5 = c33*c44 - t4
+    t6 = _sqrt(t3)/_sqrt(t3*t5 + 1)
+    t7 = c23**2
+    t8 = 1/_sqrt(c22*c33 - t7)
+    t9 = 1/math.pi
+    t10 = 2*t9
+    t11 = t10*(_asin(t2*t6*(c13*c34 - c14*c33)) + _asin(t6*t8*(c23*c34 - c24*c33)))
+    t12 = _sqrt(c11)
+    t13 = 1/t12
+    t14 = c11*c22
+    t15 = c12**2
+    t16 = 1/_sqrt(t14 - t15)
+    t17 = 1/c11
+    t18 = c11*c44
+    t19 = c14**2
+    t20 = t18 - t19
+    t21 = _sqrt(t17)/_sqrt(t17*t20 + 1)
+    t22 = _asin(t16*t21*(c11*c24 - c12*c14)) + _asin(t2*t21*(c11*c34 - c13*c14))
+    t23 = _sqrt(c22)
+    t24 = 1/c22
+    t25 = c22*c44
+    t26 = c24**2
+    t27 = t25 - t26
+    t28 = _sqrt(t24)/_sqrt(t24*t27 + 1)
+    t29 = t10*(_asin(t16*t28*(c12*c24 - c14*c22)) - _asin(t28*t8*(c22*c34 - c23*c24)))
+    t30 = t29/t23
+    t31 = c44 + 1
+    t32 = 1/_sqrt(t31)
+    t33 = c12*c44
+    t34 = c14*c24
+    t35 = c12 + t33 - t34
+    t36 = c11 + t20
+    t37 = 1/_sqrt(t36)
+    t38 = c22 + t27
+    t39 = 1/_sqrt(t38)
+    t40 = c13*c44
+    t41 = c14*c34
+    t42 = c13 + t40 - t41
+    t43 = c33 + t5
+    t44 = 1/_sqrt(t43)
+    t45 = c24*c34
+    t46 = c23*c44 + c23 - t45
+    t47 = t10*_asin(t35*t37*t39) + t10*_asin(t37*t42*t44) + t10*_asin(t39*t44*t46) + 1
+    t48 = (1/8)*_sqrt(2)/_sqrt(math.pi)
+    t49 = t11/t0
+    t50 = 1/t38
+    t51 = _sqrt(c22*c33*c44 + c22*c33 - c22*t4 + 2*c23*c24*c34 - c33*t26 - c44*t7 - t7)
+    t52 = c11*t26 - 2*c12*t34 - c22*t18 + c22*t19 + c44*t15 - t14 + t15
+    t53 = -(c12*c23 - c12*t45 - c13*c22 - c13*t25 + c13*t26 + c22*t41 + c23*t33 - c23*t34)/_sqrt(-t50*t52) + t51/_sqrt(t50)
+    t54 = 1/t31
+    t55 = t10/_sqrt(t54)
+    t56 = 1/t36
+    t57 = 1/_sqrt(t56)
+    t58 = -c11*c33*c44 - c11*c33 + c11*t4 - 2*c13*c14*c34 + c33*t19 + c44*t1 + t1
+    t59 = c11*c23 - c11*t45 - c12*c13 + c12*t41 - c13*t33 + c13*t34 + c23*t18 - c23*t19
+    t60 = t57*_sqrt(-t58) + t59/_sqrt(-t52*t56)
+    t61 = t10*t35
+    t62 = t48/t31**(3/2)
+    t63 = t37*t55
+    t64 = 1/t43
+    return (
+        t48*(2*c13*t13*t22*t9 - c23*t30 + c34*t32*t47 - t0*t11),
+        t48*(2*c12*t13*t22*t9 - c23*t49 + c24*t32*t47 - t23*t29),
+        t62*(t39*t53*t55 + t46*t47 + t56*t60*t61/_sqrt(t36*t54)),
+        t48*(-c12*t30 - c13*t49 + c14*t32*t47 + t10*t12*t22),
+        t62*(t42*t47 + t50*t53*t61/_sqrt(t38*t54) + t60*t63),
+        t62*(t10*t42*t64*(t51/_sqrt(t64) + (c12*c33 - c12*t4 - c13*c23 + c13*t45 - c23*t40 + c23*t41 + c33*t33 - c33*t34)/_sqrt(-t58*t64))/_sqrt(t43*t54) + t35*t47 + t63*(t57*_sqrt(-t52) + t59/_sqrt(-t56*t58))),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrl_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrl, fields equal as 0003 (labels)."""
     return (1/2)*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrl_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrl, fields equal as 0003 (labels)."""
+    return (3/2)*c11*c14
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrl_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrl, fields equal as 0003 (labels)."""
+    t0 = (1/2)*c14
+    t1 = (1/2)*c11
+    return (
+        t0,
+        t0,
+        t1,
+        t0,
+        t1,
+        t1,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -447,6 +1974,46 @@ def I4_rrrl_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrl_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrl, fields equal as 0023 (labels)."""
+    t0 = c11*c33 - c13**2
+    t1 = _sqrt(t0)
+    t2 = 2/math.pi
+    t3 = t2*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1
+    t4 = c13*c34 - c14*c33
+    t5 = t2/t1
+    t6 = c11*c34 - c13*c14
+    t7 = c13*t2
+    return (1/4)*c11*(c34*t3 - t4*t5 + t6*t7/(c11**(3/2)*_sqrt(t0/c11))) + (1/4)*c13*(c14*t3 + t5*t6 - t4*t7/(c33**(3/2)*_sqrt(t0/c33))) + (1/4)*c14*(c13*t3 + t1*t2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrl_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrl, fields equal as 0023 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1
+    t2 = c13*c34 - c14*c33
+    t3 = c11*c33 - c13**2
+    t4 = _sqrt(t3)
+    t5 = t0/t4
+    t6 = c11*c34 - c13*c14
+    t7 = c13*t0
+    t8 = c33**(-3/2)
+    t9 = 1/c33
+    t10 = (1/4)*c14*t1 - 1/4*t2*t7*t8/_sqrt(t3*t9) + (1/4)*t5*t6
+    t11 = t0*t4
+    t12 = (1/4)*c13*t1 + (1/4)*t11
+    return (
+        (1/4)*c34*t1 - 1/4*t2*t5 + (1/4)*t6*t7/(c11**(3/2)*_sqrt(t3/c11)),
+        t10,
+        t12,
+        t10,
+        t12,
+        (1/4)*c11*t1 + (1/4)*c13*t11*t8/_sqrt(t9),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrl_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrl, fields equal as 0103 (labels)."""
     t0 = 2/math.pi
@@ -455,11 +2022,92 @@ def I4_rrrl_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrl_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrl, fields equal as 0103 (labels)."""
+    t0 = c11*c22 - c12**2
+    t1 = _sqrt(t0)
+    t2 = 2/math.pi
+    t3 = t2*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t4 = c12*c24 - c14*c22
+    t5 = t2/t1
+    t6 = c11*c24 - c12*c14
+    t7 = c12*t2
+    return (1/4)*c11*(c24*t3 - t4*t5 + t6*t7/(c11**(3/2)*_sqrt(t0/c11))) + (1/4)*c12*(c14*t3 + t5*t6 - t4*t7/(c22**(3/2)*_sqrt(t0/c22))) + (1/4)*c14*(c12*t3 + t1*t2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrl_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrl, fields equal as 0103 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t2 = c11*c24 - c12*c14
+    t3 = c11*c22 - c12**2
+    t4 = _sqrt(t3)
+    t5 = t0/t4
+    t6 = c12*c24 - c14*c22
+    t7 = c22**(-3/2)
+    t8 = 1/c22
+    t9 = c12*t0
+    t10 = (1/4)*c14*t1 + (1/4)*t2*t5 - 1/4*t6*t7*t9/_sqrt(t3*t8)
+    t11 = t0*t4
+    t12 = (1/4)*c12*t1 + (1/4)*t11
+    return (
+        t10,
+        (1/4)*c24*t1 - 1/4*t5*t6 + (1/4)*t2*t9/(c11**(3/2)*_sqrt(t3/c11)),
+        t12,
+        t10,
+        (1/4)*c11*t1 + (1/4)*c12*t11*t7/_sqrt(t8),
+        t12,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrl_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrl, fields equal as 0113 (labels)."""
     t0 = 2/math.pi
     t1 = c11*c22 - c12**2
     return (1/4)*c24*(t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1) - 1/4*t0*(c12*c24 - c14*c22)/_sqrt(t1) + (1/4)*c12*t0*(c11*c24 - c12*c14)/(c11**(3/2)*_sqrt(t1/c11))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrl_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrl, fields equal as 0113 (labels)."""
+    t0 = 1/math.pi
+    t1 = c11**(-3/2)
+    t2 = t1*(c11*c24 - c12*c14)
+    t3 = 1/c11
+    t4 = c11*c22 - c12**2
+    t5 = _sqrt(t4)
+    t6 = t5/_sqrt(t3)
+    t7 = 2*t0
+    t8 = t7*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t9 = c12*t7
+    return (1/2)*c12*(c24*t8 + t2*t9/_sqrt(t3*t4) - t7*(c12*c24 - c14*c22)/t5) + (1/4)*c14*(c22*t8 + t1*t6*t9) + t0*t2*t6
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrl_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrl, fields equal as 0113 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t2 = c12*c24 - c14*c22
+    t3 = c11*c22 - c12**2
+    t4 = _sqrt(t3)
+    t5 = t0/t4
+    t6 = c11*c24 - c12*c14
+    t7 = 1/c11
+    t8 = c12/c11**(3/2)
+    t9 = (1/4)*c24*t1 + (1/4)*t0*t6*t8/_sqrt(t3*t7) - 1/4*t2*t5
+    t10 = t0*t4
+    t11 = (1/4)*c12*t1 + (1/4)*t10
+    return (
+        t9,
+        t9,
+        (1/4)*c22*t1 + (1/4)*t10*t8/_sqrt(t7),
+        -1/4*c12*t0*t2/(c22**(3/2)*_sqrt(t3/c22)) + (1/4)*c14*t1 + (1/4)*t5*t6,
+        t11,
+        t11,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -479,9 +2127,107 @@ def I4_rrrl_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrl_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrl, fields equal as 0123 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1
+    t5 = 1/c22
+    t6 = c22*c33 - c23**2
+    t7 = c11*c22
+    t8 = c12**2
+    t9 = t7 - t8
+    t10 = 1/_sqrt(t5*t9)
+    t11 = t1*t2
+    t12 = 1/c11
+    t13 = c11*c33 - c13**2
+    t14 = c11*c23 - c12*c13
+    t15 = 1/_sqrt(t12*t9)
+    t16 = t14*t15 + _sqrt(t13)/_sqrt(t12)
+    t17 = t2/c11**(3/2)
+    t18 = c12*c24
+    t19 = c12*c14
+    t20 = c11*c24
+    t21 = c13*c14
+    t22 = -t19 + t20
+    t23 = t15*t22 + (c11*c34 - t21)/_sqrt(t12*t13)
+    t24 = 1/c33
+    t25 = t2*((c23*c34 - c24*c33)/_sqrt(t24*t6) + (c13*c34 - c14*c33)/_sqrt(t13*t24))
+    t26 = t17*t23
+    t27 = -t10*(-c14*c22 + t18) + (c22*c34 - c23*c24)/_sqrt(t5*t6)
+    return (1/8)*c12*(c13*t26 + c34*t4 - t25*t3 + c23*t2*t27/c22**(3/2)) + (1/8)*c13*(c12*t26 - c23*t25/c33**(3/2) + c24*t4 + t11*t27) + (1/8)*c14*(c12*t16*t17 + c23*t4 + t11*(-t10*(c12*c23 - c13*c22) + _sqrt(t6)/_sqrt(t5))) + (1/8)*t0*t2*(t12*t14*t23 + t12*t16*t22 + t15*(c13*t18 - c22*t21 + c23*t19 - c23*t20 + c34*t7 - c34*t8))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrl_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrl, fields equal as 0123 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1
+    t5 = 1/c33
+    t6 = c11*c33 - c13**2
+    t7 = 1/_sqrt(t5*t6)
+    t8 = c22*c33 - c23**2
+    t9 = t2*(t7*(c13*c34 - c14*c33) + (c23*c34 - c24*c33)/_sqrt(t5*t8))
+    t10 = 1/c11
+    t11 = c11*c22 - c12**2
+    t12 = 1/_sqrt(t10*t11)
+    t13 = 1/_sqrt(t10*t6)
+    t14 = t12*(c11*c24 - c12*c14) + t13*(c11*c34 - c13*c14)
+    t15 = t2/c11**(3/2)
+    t16 = t14*t15
+    t17 = 1/c22
+    t18 = 1/_sqrt(t11*t17)
+    t19 = -t18*(c12*c24 - c14*c22) + (c22*c34 - c23*c24)/_sqrt(t17*t8)
+    t20 = t2/c22**(3/2)
+    t21 = t19*t20
+    t22 = t1*t2
+    t23 = c33**(-3/2)
+    t24 = t23*t9
+    t25 = _sqrt(t8)
+    t26 = -t18*(c12*c23 - c13*c22) + t25/_sqrt(t17)
+    t27 = 1/_sqrt(t10)
+    t28 = c11*c23 - c12*c13
+    t29 = t12*t28 + t27*_sqrt(t6)
+    t30 = t0*t2
+    return (
+        (1/8)*c13*t16 + (1/8)*c23*t21 + (1/8)*c34*t4 - 1/8*t3*t9,
+        (1/8)*c12*t16 - 1/8*c23*t24 + (1/8)*c24*t4 + (1/8)*t19*t22,
+        (1/8)*c12*t15*t29 + (1/8)*c23*t4 + (1/8)*t22*t26,
+        (1/8)*c12*t21 - 1/8*c13*t24 + (1/8)*c14*t4 + (1/8)*t14*t30,
+        (1/8)*c12*t20*t26 + (1/8)*c13*t4 + (1/8)*t29*t30,
+        (1/8)*c12*t4 + (1/8)*c13*t2*t23*(t25/_sqrt(t5) + t7*(c12*c33 - c13*c23)) + (1/8)*t30*(_sqrt(t11)*t27 + t13*t28),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0000(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0000 (labels)."""
     return (1/2)*c11
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0000(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0000 (labels)."""
+    return (3/2)*c11**2
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0000(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0000 (labels)."""
+    t0 = (1/2)*c11
+    return (
+        t0,
+        t0,
+        t0,
+        t0,
+        t0,
+        t0,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -492,6 +2238,33 @@ def I4_rrrr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0003 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c44 - c14**2)
+    t2 = t0*_asin(c14/(_sqrt(c11)*_sqrt(c44))) + 1
+    return (1/2)*c11*(c14*t2 + t1) + (1/4)*c14*(c11*t2 + c14*t1/(c44**(3/2)*_sqrt(1/c44)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0003 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c44 - c14**2)
+    t2 = t0*_asin(c14/(_sqrt(c11)*_sqrt(c44))) + 1
+    t3 = (1/4)*c14*t2 + (1/4)*t1
+    t4 = (1/4)*c11*t2 + (1/4)*c14*t1/(c44**(3/2)*_sqrt(1/c44))
+    return (
+        t3,
+        t3,
+        t4,
+        t3,
+        t4,
+        t4,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0020(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0020 (labels)."""
     t0 = 2/math.pi
@@ -499,10 +2272,64 @@ def I4_rrrr_0020(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0020(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0020 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c33 - c13**2)
+    t2 = t0*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1
+    return (1/2)*c11*(c13*t2 + t1) + (1/4)*c13*(c11*t2 + c13*t1/(c33**(3/2)*_sqrt(1/c33)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0020(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0020 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c33 - c13**2)
+    t2 = t0*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1
+    t3 = (1/4)*c13*t2 + (1/4)*t1
+    t4 = (1/4)*c11*t2 + (1/4)*c13*t1/(c33**(3/2)*_sqrt(1/c33))
+    return (
+        t3,
+        t4,
+        t3,
+        t4,
+        t3,
+        t4,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0022 (labels)."""
     t0 = 2/math.pi
     return (1/4)*c33*(t0*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1) + (1/4)*c13*t0*_sqrt(c11*c33 - c13**2)/(c11**(3/2)*_sqrt(1/c11))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0022 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c33 - c13**2)
+    t2 = t0*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1
+    return (1/4)*c11*(c33*t2 + c13*t1/(c11**(3/2)*_sqrt(1/c11))) + (1/2)*c13*(c13*t2 + t1)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0022 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c13/(_sqrt(c11)*_sqrt(c33))) + 1
+    t2 = t0*_sqrt(c11*c33 - c13**2)
+    t3 = c13*t2
+    t4 = (1/4)*c13*t1 + (1/4)*t2
+    return (
+        (1/4)*c33*t1 + (1/4)*t3/(c11**(3/2)*_sqrt(1/c11)),
+        t4,
+        t4,
+        t4,
+        t4,
+        (1/4)*c11*t1 + (1/4)*t3/(c33**(3/2)*_sqrt(1/c33)),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -519,6 +2346,69 @@ def I4_rrrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0023 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c33)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c44)
+    t4 = t2*_asin(c13*t0*t1) + t2*_asin(c14*t0*t3) + t2*_asin(c34*t1*t3) + 1
+    t5 = 1/c11
+    t6 = 1/_sqrt(t5)
+    t7 = c11*c33 - c13**2
+    t8 = c11*c34 - c13*c14
+    t9 = c11*c44 - c14**2
+    t10 = t0*t2
+    t11 = 1/c44
+    t12 = _sqrt(c33*c44 - c34**2)
+    t13 = 1/c33
+    t14 = t2*(t12/_sqrt(t13) - (c13*c34 - c14*c33)/_sqrt(t13*t7))
+    t15 = t6*_sqrt(t9) + t8/_sqrt(t5*t7)
+    return (1/8)*c11*(c34*t4 + t1*t14 + c13*t15*t2/c11**(3/2)) + (1/8)*c13*(c13*t14/c33**(3/2) + c14*t4 + t10*t15) + (1/8)*c14*(c13*t4 + c14*t2*((c13*c44 - c14*c34)/_sqrt(t11*t9) + t12/_sqrt(t11))/c44**(3/2) + t10*(t6*_sqrt(t7) + t8/_sqrt(t5*t9)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0023 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c33)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c44)
+    t4 = t2*_asin(c13*t0*t1) + t2*_asin(c14*t0*t3) + t2*_asin(c34*t1*t3) + 1
+    t5 = 1/c33
+    t6 = 1/_sqrt(t5)
+    t7 = c33*c44 - c34**2
+    t8 = _sqrt(t7)
+    t9 = c13*c34 - c14*c33
+    t10 = c11*c33 - c13**2
+    t11 = t2*(t6*t8 - t9/_sqrt(t10*t5))
+    t12 = 1/c11
+    t13 = 1/_sqrt(t12)
+    t14 = c11*c44 - c14**2
+    t15 = _sqrt(t14)
+    t16 = c11*c34 - c13*c14
+    t17 = t13*t15 + t16/_sqrt(t10*t12)
+    t18 = c13*t2
+    t19 = t0*t2
+    t20 = c33**(-3/2)
+    t21 = (1/8)*c13*t11*t20 + (1/8)*c14*t4 + (1/8)*t17*t19
+    t22 = _sqrt(t10)
+    t23 = 1/c44
+    t24 = 1/_sqrt(t23)
+    t25 = c13*c44 - c14*c34
+    t26 = c14*t2/c44**(3/2)
+    t27 = (1/8)*c13*t4 + (1/8)*t19*(t13*t22 + t16/_sqrt(t12*t14)) + (1/8)*t26*(t24*t8 + t25/_sqrt(t14*t23))
+    return (
+        (1/8)*c34*t4 + (1/8)*t1*t11 + (1/8)*t17*t18/c11**(3/2),
+        t21,
+        t27,
+        t21,
+        t27,
+        (1/8)*c11*t4 + (1/8)*t18*t20*(t22*t6 - t9/_sqrt(t5*t7)) + (1/8)*t26*(t15*t24 + t25/_sqrt(t23*t7)),
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0100(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0100 (labels)."""
     t0 = 2/math.pi
@@ -526,10 +2416,64 @@ def I4_rrrr_0100(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0100(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0100 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c22 - c12**2)
+    t2 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    return (1/2)*c11*(c12*t2 + t1) + (1/4)*c12*(c11*t2 + c12*t1/(c22**(3/2)*_sqrt(1/c22)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0100(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0100 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t2 = t0*_sqrt(c11*c22 - c12**2)
+    t3 = (1/4)*c11*t1 + (1/4)*c12*t2/(c22**(3/2)*_sqrt(1/c22))
+    t4 = (1/4)*c12*t1 + (1/4)*t2
+    return (
+        t3,
+        t4,
+        t4,
+        t3,
+        t3,
+        t4,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0101(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0101 (labels)."""
     t0 = 2/math.pi
     return (1/4)*c12*(t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1) + (1/4)*t0*_sqrt(c11*c22 - c12**2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0101(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0101 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c22 - c12**2)
+    t2 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    return (1/4)*c11*(c22*t2 + c12*t1/(c11**(3/2)*_sqrt(1/c11))) + (1/2)*c12*(c12*t2 + t1)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0101(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0101 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c22 - c12**2)
+    t2 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t3 = (1/4)*c12*t2 + (1/4)*t1
+    t4 = c12*t1
+    return (
+        t3,
+        (1/4)*c22*t2 + (1/4)*t4/(c11**(3/2)*_sqrt(1/c11)),
+        t3,
+        t3,
+        (1/4)*c11*t2 + (1/4)*t4/(c22**(3/2)*_sqrt(1/c22)),
+        t3,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -546,6 +2490,68 @@ def I4_rrrr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0103 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c44)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c14*t0*t3) + t2*_asin(c24*t1*t3) + 1
+    t5 = 1/c11
+    t6 = 1/_sqrt(t5)
+    t7 = c11*c22 - c12**2
+    t8 = c11*c24 - c12*c14
+    t9 = c11*c44 - c14**2
+    t10 = t0*t2
+    t11 = 1/c44
+    t12 = _sqrt(c22*c44 - c24**2)
+    t13 = 1/c22
+    t14 = t2*(t12/_sqrt(t13) - (c12*c24 - c14*c22)/_sqrt(t13*t7))
+    t15 = t6*_sqrt(t9) + t8/_sqrt(t5*t7)
+    return (1/8)*c11*(c24*t4 + t1*t14 + c12*t15*t2/c11**(3/2)) + (1/8)*c12*(c12*t14/c22**(3/2) + c14*t4 + t10*t15) + (1/8)*c14*(c12*t4 + c14*t2*((c12*c44 - c14*c24)/_sqrt(t11*t9) + t12/_sqrt(t11))/c44**(3/2) + t10*(t6*_sqrt(t7) + t8/_sqrt(t5*t9)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0103 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c44)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c14*t0*t3) + t2*_asin(c24*t1*t3) + 1
+    t5 = 1/c11
+    t6 = 1/_sqrt(t5)
+    t7 = c11*c44 - c14**2
+    t8 = _sqrt(t7)
+    t9 = c11*c24 - c12*c14
+    t10 = c11*c22 - c12**2
+    t11 = t6*t8 + t9/_sqrt(t10*t5)
+    t12 = t0*t2
+    t13 = 1/c22
+    t14 = 1/_sqrt(t13)
+    t15 = c22*c44 - c24**2
+    t16 = _sqrt(t15)
+    t17 = c12*c24 - c14*c22
+    t18 = t2*(t14*t16 - t17/_sqrt(t10*t13))
+    t19 = c12/c22**(3/2)
+    t20 = (1/8)*c14*t4 + (1/8)*t11*t12 + (1/8)*t18*t19
+    t21 = _sqrt(t10)
+    t22 = 1/c44
+    t23 = 1/_sqrt(t22)
+    t24 = c12*c44 - c14*c24
+    t25 = c14*t2/c44**(3/2)
+    t26 = (1/8)*c12*t4 + (1/8)*t12*(t21*t6 + t9/_sqrt(t5*t7)) + (1/8)*t25*(t16*t23 + t24/_sqrt(t22*t7))
+    return (
+        t20,
+        (1/8)*c24*t4 + (1/8)*t1*t18 + (1/8)*c12*t11*t2/c11**(3/2),
+        t26,
+        t20,
+        (1/8)*c11*t4 + (1/8)*t19*t2*(t14*t21 - t17/_sqrt(t13*t15)) + (1/8)*t25*(t23*t8 + t24/_sqrt(t15*t22)),
+        t26,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0110(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0110 (labels)."""
     t0 = 2/math.pi
@@ -553,10 +2559,65 @@ def I4_rrrr_0110(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0110(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0110 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c22 - c12**2)
+    t2 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    return (1/4)*c11*(c22*t2 + c12*t1/(c11**(3/2)*_sqrt(1/c11))) + (1/2)*c12*(c12*t2 + t1)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0110(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0110 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_sqrt(c11*c22 - c12**2)
+    t2 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t3 = (1/4)*c12*t2 + (1/4)*t1
+    t4 = c12*t1
+    return (
+        t3,
+        t3,
+        (1/4)*c22*t2 + (1/4)*t4/(c11**(3/2)*_sqrt(1/c11)),
+        (1/4)*c11*t2 + (1/4)*t4/(c22**(3/2)*_sqrt(1/c22)),
+        t3,
+        t3,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0111(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0111 (labels)."""
     t0 = 2/math.pi
     return (1/4)*c22*(t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1) + (1/4)*c12*t0*_sqrt(c11*c22 - c12**2)/(c11**(3/2)*_sqrt(1/c11))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0111(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0111 (labels)."""
+    t0 = 1/math.pi
+    t1 = c11*c22 - c12**2
+    t2 = 1/(c11**(3/2)*_sqrt(1/c11))
+    t3 = 2*t0
+    return (3/4)*c12*(c12*_sqrt(t1)*t2*t3 + c22*(t3*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1)) + t0*t1**(3/2)*t2
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0111(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0111 (labels)."""
+    t0 = 2/math.pi
+    t1 = t0*_asin(c12/(_sqrt(c11)*_sqrt(c22))) + 1
+    t2 = t0*_sqrt(c11*c22 - c12**2)
+    t3 = (1/4)*c22*t1 + (1/4)*c12*t2/(c11**(3/2)*_sqrt(1/c11))
+    t4 = (1/4)*c12*t1 + (1/4)*t2
+    return (
+        t3,
+        t3,
+        t3,
+        t4,
+        t4,
+        t4,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -573,6 +2634,63 @@ def I4_rrrr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0113 (labels)."""
+    t0 = c11*c24 - c12*c14
+    t1 = 1/c11
+    t2 = 1/_sqrt(t1)
+    t3 = c11*c22 - c12**2
+    t4 = c11*c44 - c14**2
+    t5 = t0/_sqrt(t1*t4) + t2*_sqrt(t3)
+    t6 = t0/_sqrt(t1*t3) + t2*_sqrt(t4)
+    t7 = 2/math.pi
+    t8 = t7/c11**(3/2)
+    t9 = 1/_sqrt(c11)
+    t10 = 1/_sqrt(c22)
+    t11 = 1/_sqrt(c44)
+    t12 = t7*_asin(c12*t10*t9) + t7*_asin(c14*t11*t9) + t7*_asin(c24*t10*t11) + 1
+    t13 = c12*t8
+    t14 = 1/c44
+    t15 = _sqrt(c22*c44 - c24**2)
+    t16 = 1/c22
+    return (1/4)*c12*(c24*t12 + t10*t7*(t15/_sqrt(t16) - (c12*c24 - c14*c22)/_sqrt(t16*t3)) + t13*t6) + (1/8)*c14*(c22*t12 + c24*t7*((c12*c44 - c14*c24)/_sqrt(t14*t4) + t15/_sqrt(t14))/c44**(3/2) + t13*t5) + (1/8)*t8*(t0*t5 + t3*t6)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0113 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c44)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c14*t0*t3) + t2*_asin(c24*t1*t3) + 1
+    t5 = 1/c22
+    t6 = _sqrt(c22*c44 - c24**2)
+    t7 = c11*c22 - c12**2
+    t8 = t2*(-(c12*c24 - c14*c22)/_sqrt(t5*t7) + t6/_sqrt(t5))
+    t9 = 1/c11
+    t10 = 1/_sqrt(t9)
+    t11 = c11*c44 - c14**2
+    t12 = c11*c24 - c12*c14
+    t13 = t10*_sqrt(t11) + t12/_sqrt(t7*t9)
+    t14 = c12*t2/c11**(3/2)
+    t15 = (1/8)*c24*t4 + (1/8)*t1*t8 + (1/8)*t13*t14
+    t16 = t10*_sqrt(t7) + t12/_sqrt(t11*t9)
+    t17 = 1/c44
+    t18 = t2*((c12*c44 - c14*c24)/_sqrt(t11*t17) + t6/_sqrt(t17))/c44**(3/2)
+    t19 = t0*t2
+    t20 = (1/8)*c12*t4 + (1/8)*c14*t18 + (1/8)*t16*t19
+    return (
+        t15,
+        t15,
+        (1/8)*c22*t4 + (1/8)*c24*t18 + (1/8)*t14*t16,
+        (1/8)*c12*t8/c22**(3/2) + (1/8)*c14*t4 + (1/8)*t13*t19,
+        t20,
+        t20,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0120(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0120 (labels)."""
     t0 = 1/_sqrt(c11)
@@ -583,6 +2701,68 @@ def I4_rrrr_0120(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     t5 = c11*c22 - c12**2
     t6 = 1/c22
     return (1/8)*c12*t2*(-(c12*c23 - c13*c22)/_sqrt(t5*t6) + _sqrt(c22*c33 - c23**2)/_sqrt(t6))/c22**(3/2) + (1/8)*c13*(t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1) + (1/8)*t0*t2*((c11*c23 - c12*c13)/_sqrt(t4*t5) + _sqrt(c11*c33 - c13**2)/_sqrt(t4))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0120(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0120 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1
+    t5 = 1/c11
+    t6 = 1/_sqrt(t5)
+    t7 = c11*c22 - c12**2
+    t8 = c11*c23 - c12*c13
+    t9 = c11*c33 - c13**2
+    t10 = t0*t2
+    t11 = 1/c33
+    t12 = _sqrt(c22*c33 - c23**2)
+    t13 = 1/c22
+    t14 = t2*(t12/_sqrt(t13) - (c12*c23 - c13*c22)/_sqrt(t13*t7))
+    t15 = t6*_sqrt(t9) + t8/_sqrt(t5*t7)
+    return (1/8)*c11*(c23*t4 + t1*t14 + c12*t15*t2/c11**(3/2)) + (1/8)*c12*(c12*t14/c22**(3/2) + c13*t4 + t10*t15) + (1/8)*c13*(c12*t4 + c13*t2*((c12*c33 - c13*c23)/_sqrt(t11*t9) + t12/_sqrt(t11))/c33**(3/2) + t10*(t6*_sqrt(t7) + t8/_sqrt(t5*t9)))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0120(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0120 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1
+    t5 = 1/c11
+    t6 = 1/_sqrt(t5)
+    t7 = c11*c33 - c13**2
+    t8 = _sqrt(t7)
+    t9 = c11*c23 - c12*c13
+    t10 = c11*c22 - c12**2
+    t11 = t6*t8 + t9/_sqrt(t10*t5)
+    t12 = t0*t2
+    t13 = 1/c22
+    t14 = 1/_sqrt(t13)
+    t15 = c22*c33 - c23**2
+    t16 = _sqrt(t15)
+    t17 = c12*c23 - c13*c22
+    t18 = t2*(t14*t16 - t17/_sqrt(t10*t13))
+    t19 = c12/c22**(3/2)
+    t20 = (1/8)*c13*t4 + (1/8)*t11*t12 + (1/8)*t18*t19
+    t21 = _sqrt(t10)
+    t22 = 1/c33
+    t23 = 1/_sqrt(t22)
+    t24 = c12*c33 - c13*c23
+    t25 = c13*t2/c33**(3/2)
+    t26 = (1/8)*c12*t4 + (1/8)*t12*(t21*t6 + t9/_sqrt(t5*t7)) + (1/8)*t25*(t16*t23 + t24/_sqrt(t22*t7))
+    return (
+        t20,
+        t26,
+        (1/8)*c23*t4 + (1/8)*t1*t18 + (1/8)*c12*t11*t2/c11**(3/2),
+        (1/8)*c11*t4 + (1/8)*t19*t2*(t14*t21 - t17/_sqrt(t13*t15)) + (1/8)*t25*(t23*t8 + t24/_sqrt(t15*t22)),
+        t20,
+        t26,
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -599,6 +2779,63 @@ def I4_rrrr_0121(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
 
 
 @njit(cache=True, error_model="numpy")
+def F4_rrrr_0121(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0121 (labels)."""
+    t0 = c11*c23 - c12*c13
+    t1 = 1/c11
+    t2 = 1/_sqrt(t1)
+    t3 = c11*c22 - c12**2
+    t4 = c11*c33 - c13**2
+    t5 = t0/_sqrt(t1*t4) + t2*_sqrt(t3)
+    t6 = t0/_sqrt(t1*t3) + t2*_sqrt(t4)
+    t7 = 2/math.pi
+    t8 = t7/c11**(3/2)
+    t9 = 1/_sqrt(c11)
+    t10 = 1/_sqrt(c22)
+    t11 = 1/_sqrt(c33)
+    t12 = t7*_asin(c12*t10*t9) + t7*_asin(c13*t11*t9) + t7*_asin(c23*t10*t11) + 1
+    t13 = c12*t8
+    t14 = 1/c33
+    t15 = _sqrt(c22*c33 - c23**2)
+    t16 = 1/c22
+    return (1/4)*c12*(c23*t12 + t10*t7*(t15/_sqrt(t16) - (c12*c23 - c13*c22)/_sqrt(t16*t3)) + t13*t6) + (1/8)*c13*(c22*t12 + c23*t7*((c12*c33 - c13*c23)/_sqrt(t14*t4) + t15/_sqrt(t14))/c33**(3/2) + t13*t5) + (1/8)*t8*(t0*t5 + t3*t6)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0121(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0121 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1
+    t5 = 1/c22
+    t6 = _sqrt(c22*c33 - c23**2)
+    t7 = c11*c22 - c12**2
+    t8 = t2*(-(c12*c23 - c13*c22)/_sqrt(t5*t7) + t6/_sqrt(t5))
+    t9 = 1/c11
+    t10 = 1/_sqrt(t9)
+    t11 = c11*c33 - c13**2
+    t12 = c11*c23 - c12*c13
+    t13 = t10*_sqrt(t11) + t12/_sqrt(t7*t9)
+    t14 = c12*t2/c11**(3/2)
+    t15 = (1/8)*c23*t4 + (1/8)*t1*t8 + (1/8)*t13*t14
+    t16 = t10*_sqrt(t7) + t12/_sqrt(t11*t9)
+    t17 = 1/c33
+    t18 = t2*((c12*c33 - c13*c23)/_sqrt(t11*t17) + t6/_sqrt(t17))/c33**(3/2)
+    t19 = t0*t2
+    t20 = (1/8)*c12*t4 + (1/8)*c13*t18 + (1/8)*t16*t19
+    return (
+        t15,
+        (1/8)*c22*t4 + (1/8)*c23*t18 + (1/8)*t14*t16,
+        t15,
+        t20,
+        (1/8)*c12*t8/c22**(3/2) + (1/8)*c13*t4 + (1/8)*t13*t19,
+        t20,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def I4_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 = E[s'(z1) s'(z2) f(z3) h(z4)], kinds rrrr, fields equal as 0122 (labels)."""
     t0 = 1/_sqrt(c11)
@@ -609,6 +2846,64 @@ def I4_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     t5 = c11*c22 - c12**2
     t6 = 1/c22
     return (1/8)*c33*(t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1) + (1/8)*c23*t2*(-(c12*c23 - c13*c22)/_sqrt(t5*t6) + _sqrt(c22*c33 - c23**2)/_sqrt(t6))/c22**(3/2) + (1/8)*c13*t2*((c11*c23 - c12*c13)/_sqrt(t4*t5) + _sqrt(c11*c33 - c13**2)/_sqrt(t4))/c11**(3/2)
+
+
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0122 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/c11
+    t2 = c12**2
+    t3 = c11*c22 - t2
+    t4 = 1/_sqrt(t1*t3)
+    t5 = c23**2
+    t6 = c13**2
+    t7 = c11*c33
+    t8 = c12*c13
+    t9 = c11*c23 - t8
+    t10 = t4*t9 + _sqrt(-t6 + t7)/_sqrt(t1)
+    t11 = 2/math.pi
+    t12 = 1/_sqrt(c22)
+    t13 = 1/_sqrt(c33)
+    t14 = t11*_asin(c12*t0*t12) + t11*_asin(c13*t0*t13) + t11*_asin(c23*t12*t13) + 1
+    t15 = t10*t11/c11**(3/2)
+    t16 = 1/c22
+    t17 = t11*(-(c12*c23 - c13*c22)/_sqrt(t16*t3) + _sqrt(c22*c33 - t5)/_sqrt(t16))
+    return (1/8)*c12*(c13*t15 + c33*t14 + c23*t17/c22**(3/2)) + (1/4)*c13*(c12*t15 + c23*t14 + t12*t17) + (1/8)*t0*t11*(2*t1*t10*t9 - t4*(c11*t5 + c22*t6 - c22*t7 - 2*c23*t8 + c33*t2))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0122 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c23*t1*t3) + 1
+    t5 = c13*t2
+    t6 = 1/c11
+    t7 = 1/_sqrt(t6)
+    t8 = c11*c33 - c13**2
+    t9 = c11*c23 - c12*c13
+    t10 = c11*c22 - c12**2
+    t11 = t7*_sqrt(t8) + t9/_sqrt(t10*t6)
+    t12 = t11/c11**(3/2)
+    t13 = 1/c22
+    t14 = _sqrt(c22*c33 - c23**2)
+    t15 = t2*(-(c12*c23 - c13*c22)/_sqrt(t10*t13) + t14/_sqrt(t13))
+    t16 = t15/c22**(3/2)
+    t17 = (1/8)*c12*t12*t2 + (1/8)*c23*t4 + (1/8)*t1*t15
+    t18 = t0*t2
+    t19 = (1/8)*c12*t16 + (1/8)*c13*t4 + (1/8)*t11*t18
+    t20 = 1/c33
+    return (
+        (1/8)*c23*t16 + (1/8)*c33*t4 + (1/8)*t12*t5,
+        t17,
+        t17,
+        t19,
+        t19,
+        (1/8)*c12*t4 + (1/8)*t18*(_sqrt(t10)*t7 + t9/_sqrt(t6*t8)) + (1/8)*t5*(t14/_sqrt(t20) + (c12*c33 - c13*c23)/_sqrt(t20*t8))/c33**(3/2),
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -657,6 +2952,179 @@ def I4_rrrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     return (1/16)*c34*(t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c14*t0*t4) + t2*_asin(c23*t1*t3) + t2*_asin(c24*t1*t4) + t2*_asin(c34*t3*t4) + sign4(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34) + 1) - 1/16*t2*t3*(-t23*(-t11 + t8)/_sqrt(t19*t5) + t27*(-t24 + t9)/_sqrt(t25*t5) - _sqrt(t6 - t7)*(t2*_asin(t14*t17*(c12*t6 - c12*t7 + c14*t9 - c23*t10 - c24*t11 + c24*t8)) + 1)/_sqrt(t5)) + (1/16)*c23*t2*(t27*(-t26 + t39)/_sqrt(t25*t37) - t36*(-c14*c22 + t35)/_sqrt(t34*t37) - _sqrt(-t16 + t38)*(t2*_asin(t17*t32*(c12*c23*c44 + c13*t16 - c13*t38 - c14*t26 + c14*t39 - c34*t35)) - 1)/_sqrt(t37))/c22**(3/2) + (1/16)*c13*t2*(-t23*(c11*c34 - t20)/_sqrt(t19*t28) + t36*(-t30 + t31)/_sqrt(t28*t34) + _sqrt(-t13 + t29)*(t2*_asin(t14*t32*(-c12*t10 - c23*t13 + c23*t29 + c24*t20 + c34*t30 - c34*t31)) + 1)/_sqrt(t28))/c11**(3/2)
 
 
+@njit(cache=True, error_model="numpy")
+def F4_rrrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 = E[f1(z1) f2(z2) f3(z3) f4(z4)], kinds rrrr, fields equal as 0123 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/c11
+    t2 = 1/_sqrt(t1)
+    t3 = c11*c22
+    t4 = c12**2
+    t5 = t3 - t4
+    t6 = c12*c24
+    t7 = c12*c14
+    t8 = c11*c24
+    t9 = c13*c14
+    t10 = c13*t6 - c22*t9 + c23*t7 - c23*t8 + c34*t3 - c34*t4
+    t11 = c23**2
+    t12 = c11*t11
+    t13 = c33*t4
+    t14 = c13**2
+    t15 = c22*t14
+    t16 = 1/_sqrt(c11*c22*c33 + 2*c12*c13*c23 - t12 - t13 - t15)
+    t17 = c24**2
+    t18 = c14**2
+    t19 = 1/_sqrt(c11*c22*c44 - c11*t17 + 2*c12*c14*c24 - c22*t18 - c44*t4)
+    t20 = 2/math.pi
+    t21 = t20*_asin(t10*t16*t19) + 1
+    t22 = c34**2
+    t23 = c11*t22
+    t24 = c11*c33
+    t25 = c33*t18
+    t26 = c13*c34
+    t27 = c23*c34
+    t28 = c23*c24
+    t29 = c12*c13
+    t30 = c11*c23 - t29
+    t31 = c11*c44
+    t32 = -t18 + t31
+    t33 = 1/_sqrt(c11*c33*c44 + 2*c13*c14*c34 - c44*t14 - t23 - t25)
+    t34 = t20*_asin(t19*t33*(-c23*t18 + c23*t31 + c24*t9 + c34*t7 - c34*t8 - c44*t29)) + 1
+    t35 = -t7 + t8
+    t36 = t21/_sqrt(t1*t5)
+    t37 = c11*c34 - t9
+    t38 = -t14 + t24
+    t39 = c14*c33
+    t40 = t20*_asin(t16*t33*(c11*t27 - c12*t26 + c12*t39 - c23*t9 + c24*t14 - c24*t24)) - 1
+    t41 = t2*_sqrt(t32)*t34 + t35*t36 - t37*t40/_sqrt(t1*t38)
+    t42 = -t2*_sqrt(t38)*t40 + t30*t36 + t34*t37/_sqrt(t1*t32)
+    t43 = 1/_sqrt(c22)
+    t44 = 1/_sqrt(c33)
+    t45 = 1/_sqrt(c44)
+    t46 = t20*_asin(c12*t0*t43) + t20*_asin(c13*t0*t44) + t20*_asin(c14*t0*t45) + t20*_asin(c23*t43*t44) + t20*_asin(c24*t43*t45) + t20*_asin(c34*t44*t45) + sign4(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34) + 1
+    t47 = 1/c33
+    t48 = c33*c44
+    t49 = c13*c44
+    t50 = 1/_sqrt(c22*c33*c44 - c22*t22 + 2*c23*c24*c34 - c33*t17 - c44*t11)
+    t51 = _sqrt(-t22 + t48)*(t20*_asin(t33*t50*(-c12*t22 + c12*t48 + c14*t27 - c23*t49 + c24*t26 - c24*t39)) + 1)
+    t52 = c24*c33
+    t53 = c22*c33 - t11
+    t54 = t20*_asin(t16*t50*(c12*t27 - c12*t52 + c13*t28 - c14*t11 - c22*t26 + c22*t39)) + 1
+    t55 = t20*(-t40*(t26 - t39)/_sqrt(t38*t47) + t54*(t27 - t52)/_sqrt(t47*t53) - t51/_sqrt(t47))
+    t56 = t20/c11**(3/2)
+    t57 = t41*t56
+    t58 = 1/c22
+    t59 = 1/_sqrt(t58)
+    t60 = c22*c44
+    t61 = -t17 + t60
+    t62 = c12*c23
+    t63 = c22*c34
+    t64 = t20*_asin(t19*t50*(c13*t17 - c13*t60 - c14*t28 + c14*t63 - c34*t6 + c44*t62)) - 1
+    t65 = t21/_sqrt(t5*t58)
+    t66 = -t28 + t63
+    t67 = t54*t66/_sqrt(t53*t58) - t59*_sqrt(t61)*t64 - t65*(-c14*c22 + t6)
+    t68 = t20*t43
+    t69 = 1/c44
+    return (1/16)*c12*(c13*t57 + c34*t46 - t44*t55 + c23*t20*t67/c22**(3/2)) + (1/16)*c13*(c12*t57 - c23*t55/c33**(3/2) + c24*t46 + t67*t68) + (1/16)*c14*(c12*t42*t56 + c23*t46 + c24*t20*(t34*(-c14*c34 + t49)/_sqrt(t32*t69) + t51/_sqrt(t69) - t64*(c23*c44 - c24*c34)/_sqrt(t61*t69))/c44**(3/2) + t68*(_sqrt(t53)*t54*t59 - t64*t66/_sqrt(t58*t61) - t65*(-c13*c22 + t62))) + (1/16)*t0*t20*(t1*t30*t41 + t1*t35*t42 + t2*(t10*t21 + t20*_sqrt(c11*c22*c33*c44 + 2*c11*c23*c24*c34 + 2*c12*c13*c23*c44 + 2*c12*c14*c24*c33 + 2*c13*c14*c22*c34 - c22*t23 - c22*t25 - c44*t12 - c44*t13 - c44*t15 + t11*t18 + t14*t17 - t17*t24 + t22*t4 - 2*t26*t6 - 2*t27*t7 - 2*t28*t9)/_sqrt(1/t5))/_sqrt(t5))
+
+
+@njit(cache=True, error_model="numpy")
+def F4_pairs_rrrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """dF4 along the pairs 12, 13, 14, 23, 24, 34 (Price's theorem), kinds rrrr, fields equal as 0123 (labels)."""
+    t0 = 1/_sqrt(c11)
+    t1 = 1/_sqrt(c22)
+    t2 = 2/math.pi
+    t3 = 1/_sqrt(c33)
+    t4 = 1/_sqrt(c44)
+    t5 = t2*_asin(c12*t0*t1) + t2*_asin(c13*t0*t3) + t2*_asin(c14*t0*t4) + t2*_asin(c23*t1*t3) + t2*_asin(c24*t1*t4) + t2*_asin(c34*t3*t4) + sign4(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34) + 1
+    t6 = 1/c33
+    t7 = 1/_sqrt(t6)
+    t8 = c33*c44
+    t9 = c34**2
+    t10 = t8 - t9
+    t11 = c13*c34
+    t12 = c23*c34
+    t13 = c13*c44
+    t14 = c14*c33
+    t15 = c13**2
+    t16 = c14**2
+    t17 = 1/_sqrt(c11*c33*c44 - c11*t9 + 2*c13*c14*c34 - c33*t16 - c44*t15)
+    t18 = c23**2
+    t19 = c24**2
+    t20 = 1/_sqrt(c22*c33*c44 - c22*t9 + 2*c23*c24*c34 - c33*t19 - c44*t18)
+    t21 = t2*_asin(t17*t20*(c12*t8 - c12*t9 + c14*t12 - c23*t13 + c24*t11 - c24*t14)) + 1
+    t22 = _sqrt(t10)*t21
+    t23 = c11*c33
+    t24 = -t15 + t23
+    t25 = 1/_sqrt(t24*t6)
+    t26 = c13*c14
+    t27 = c12**2
+    t28 = 1/_sqrt(c11*c22*c33 - c11*t18 + 2*c12*c13*c23 - c22*t15 - c33*t27)
+    t29 = t2*_asin(t17*t28*(c11*t12 - c12*t11 + c12*t14 - c23*t26 + c24*t15 - c24*t23)) - 1
+    t30 = c24*c33
+    t31 = t12 - t30
+    t32 = c22*c33 - t18
+    t33 = c23*c24
+    t34 = t2*_asin(t20*t28*(c12*t12 - c12*t30 + c13*t33 - c14*t18 - c22*t11 + c22*t14)) + 1
+    t35 = t2*(-t22*t7 - t25*t29*(t11 - t14) + t31*t34/_sqrt(t32*t6))
+    t36 = 1/c11
+    t37 = 1/_sqrt(t36)
+    t38 = c11*c44
+    t39 = -t16 + t38
+    t40 = c12*c14
+    t41 = c11*c24
+    t42 = c12*c13
+    t43 = 1/_sqrt(c11*c22*c44 - c11*t19 + 2*c12*c14*c24 - c22*t16 - c44*t27)
+    t44 = t2*_asin(t17*t43*(-c23*t16 + c23*t38 + c24*t26 + c34*t40 - c34*t41 - c44*t42)) + 1
+    t45 = -t40 + t41
+    t46 = c11*c22
+    t47 = -t27 + t46
+    t48 = c12*c24
+    t49 = t2*_asin(t28*t43*(c13*t48 - c22*t26 + c23*t40 - c23*t41 - c34*t27 + c34*t46)) + 1
+    t50 = t49/_sqrt(t36*t47)
+    t51 = c11*c34 - t26
+    t52 = t29/_sqrt(t24*t36)
+    t53 = t37*_sqrt(t39)*t44 + t45*t50 - t51*t52
+    t54 = t2/c11**(3/2)
+    t55 = t53*t54
+    t56 = 1/c22
+    t57 = 1/_sqrt(t56)
+    t58 = c22*c44
+    t59 = -t19 + t58
+    t60 = c12*c23
+    t61 = c22*c34
+    t62 = t2*_asin(t20*t43*(c13*t19 - c13*t58 - c14*t33 + c14*t61 - c34*t48 + c44*t60)) - 1
+    t63 = _sqrt(t59)*t62
+    t64 = t49/_sqrt(t47*t56)
+    t65 = -t33 + t61
+    t66 = t34*t65/_sqrt(t32*t56) - t57*t63 - t64*(-c14*c22 + t48)
+    t67 = t2/c22**(3/2)
+    t68 = t66*t67
+    t69 = t1*t2
+    t70 = c33**(-3/2)
+    t71 = t35*t70
+    t72 = _sqrt(t32)
+    t73 = t34*t57*t72 - t62*t65/_sqrt(t56*t59) - t64*(-c13*c22 + t60)
+    t74 = c11*c23 - t42
+    t75 = t44/_sqrt(t36*t39)
+    t76 = -_sqrt(t24)*t29*t37 + t50*t74 + t51*t75
+    t77 = 1/c44
+    t78 = 1/_sqrt(t77)
+    t79 = t44/_sqrt(t39*t77)
+    t80 = c23*c44 - c24*c34
+    t81 = t2/c44**(3/2)
+    t82 = t81*(t22*t78 - t62*t80/_sqrt(t59*t77) + t79*(-c14*c34 + t13))
+    t83 = t0*t2
+    return (
+        (1/16)*c13*t55 + (1/16)*c23*t68 + (1/16)*c34*t5 - 1/16*t3*t35,
+        (1/16)*c12*t55 - 1/16*c23*t71 + (1/16)*c24*t5 + (1/16)*t66*t69,
+        (1/16)*c12*t54*t76 + (1/16)*c23*t5 + (1/16)*c24*t82 + (1/16)*t69*t73,
+        (1/16)*c12*t68 - 1/16*c13*t71 + (1/16)*c14*t5 + (1/16)*t53*t83,
+        (1/16)*c12*t67*t73 + (1/16)*c13*t5 + (1/16)*c14*t82 + (1/16)*t76*t83,
+        (1/16)*c12*t5 + (1/16)*c13*t2*t70*(-t21*t31/_sqrt(t10*t6) - t25*t29*(c12*c33 - c13*c23) + t34*t7*t72) + (1/16)*c14*t81*(t21*t80/_sqrt(t10*t77) - t63*t78 + t79*(c12*c44 - c14*c24)) + (1/16)*t83*(t37*_sqrt(t47)*t49 + t45*t75 - t52*t74),
+    )
+
+
 @njit(cache=True)
 def I4_eeer(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
     """I4 of kinds eeer for the partition of the fields with ``code``."""
@@ -670,7 +3138,39 @@ def I4_eeer(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_eeer_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_eeer_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_eeer(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds eeer for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_eeer_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_eeer_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_eeer_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_eeer_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_eeer_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_eeer(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds eeer for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_pairs_eeer_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_eeer_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_pairs_eeer_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_pairs_eeer_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_eeer_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -684,7 +3184,35 @@ def I4_eerr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_eerr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_eerr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds eerr for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_eerr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_eerr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_eerr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_eerr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds eerr for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_pairs_eerr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_eerr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_pairs_eerr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_eerr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -700,7 +3228,39 @@ def I4_lllr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_lllr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_lllr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_lllr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds lllr for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_lllr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_lllr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_lllr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_lllr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_lllr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_lllr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds lllr for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_pairs_lllr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_lllr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_pairs_lllr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_pairs_lllr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_lllr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -714,7 +3274,35 @@ def I4_llrr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_llrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_llrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_llrr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds llrr for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_llrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_llrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_llrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_llrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_llrr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds llrr for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_pairs_llrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_llrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_pairs_llrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_llrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -728,7 +3316,35 @@ def I4_rree(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_rree_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_rree_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_rree(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds rree for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_rree_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_rree_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_rree_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_rree_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_rree(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds rree for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_pairs_rree_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_rree_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_pairs_rree_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_rree_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -742,7 +3358,35 @@ def I4_rrll(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_rrll_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_rrll(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds rrll for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_rrll_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_rrll_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_rrll_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_rrll(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds rrll for the partition of the fields with ``code``."""
+    if code == 10:
+        return F4_pairs_rrll_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_rrll_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_pairs_rrll_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_rrll_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -758,7 +3402,39 @@ def I4_rrre(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_rrre_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_rrre(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds rrre for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_rrre_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_rrre_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_rrre_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_rrre_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_rrre(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds rrre for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_pairs_rrre_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_rrre_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_pairs_rrre_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_pairs_rrre_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_rrre_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -774,7 +3450,39 @@ def I4_rrrl(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_rrrl_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_rrrl_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_rrrl(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds rrrl for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_rrrl_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_rrrl_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_rrrl_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_rrrl_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_rrrl_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_rrrl(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds rrrl for the partition of the fields with ``code``."""
+    if code == 3:
+        return F4_pairs_rrrl_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_rrrl_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_pairs_rrrl_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_pairs_rrrl_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_rrrl_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
 
 
 @njit(cache=True)
@@ -810,4 +3518,76 @@ def I4_rrrr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
         return I4_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
     if code == 27:
         return I4_rrrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
-    raise ValueError("no I4 kernel of this partition of the fields")
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_rrrr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4 of kinds rrrr for the partition of the fields with ``code``."""
+    if code == 0:
+        return F4_rrrr_0000(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 3:
+        return F4_rrrr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 8:
+        return F4_rrrr_0020(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 10:
+        return F4_rrrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_rrrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 16:
+        return F4_rrrr_0100(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 17:
+        return F4_rrrr_0101(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_rrrr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 20:
+        return F4_rrrr_0110(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 21:
+        return F4_rrrr_0111(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_rrrr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 24:
+        return F4_rrrr_0120(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 25:
+        return F4_rrrr_0121(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_rrrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
+
+
+@njit(cache=True)
+def F4_pairs_rrrr(code, c11, c22, c33, c44, c12, c13, c14, c23, c24, c34):
+    """F4_pairs of kinds rrrr for the partition of the fields with ``code``."""
+    if code == 0:
+        return F4_pairs_rrrr_0000(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 3:
+        return F4_pairs_rrrr_0003(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 8:
+        return F4_pairs_rrrr_0020(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 10:
+        return F4_pairs_rrrr_0022(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 11:
+        return F4_pairs_rrrr_0023(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 16:
+        return F4_pairs_rrrr_0100(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 17:
+        return F4_pairs_rrrr_0101(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 19:
+        return F4_pairs_rrrr_0103(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 20:
+        return F4_pairs_rrrr_0110(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 21:
+        return F4_pairs_rrrr_0111(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 23:
+        return F4_pairs_rrrr_0113(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 24:
+        return F4_pairs_rrrr_0120(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 25:
+        return F4_pairs_rrrr_0121(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 26:
+        return F4_pairs_rrrr_0122(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    if code == 27:
+        return F4_pairs_rrrr_0123(c11, c22, c33, c44, c12, c13, c14, c23, c24, c34)
+    raise ValueError("no kernel of this partition of the fields")
