@@ -24,7 +24,7 @@ from metaode.theory.activations import orthant
 from metaode.theory.activations import relu_kernels as kernels
 from metaode.theory.activations.erf import Erf
 from metaode.theory.activations.linear import Linear
-from metaode.theory.activations.relu import ReLU, partition_code
+from metaode.theory.activations.relu import COLLINEAR, ReLU, fields_of
 from metaode.theory.derive_relu import I4_kernels
 from metaode.theory.derive_relu import partition_code as derived_code
 
@@ -158,10 +158,12 @@ def test_sign4_against_the_orthant_probability(seed):
 
 
 def test_partition_codes_agree():
-    """The compiled code of a partition of (k, l, a, b) is the derivation's."""
+    """The compiled code of the partition of fields (k, l, a, b) equal by index (``fields_of``,
+    no field merged as collinear) is the derivation's."""
+    omega = covariance(2, 3)
     for idx in itertools.product(range(3), repeat=4):
         labels = "".join(str(idx.index(x)) for x in idx)
-        assert partition_code(*idx) == derived_code(labels)
+        assert fields_of(omega, idx, (False,) * 4, COLLINEAR)[0] == derived_code(labels)
 
 
 def _i4_case(kinds: str, partition: str, C: np.ndarray) -> tuple[float, np.ndarray, list]:

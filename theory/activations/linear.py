@@ -66,18 +66,7 @@ def _g_second(a, z):
         return lambda a, z: 0.0
 
 
-def _two_field(name: str):
-    """The overload of an integral of two fields (f, h; c11, c22, c12) (I2 and its partials)."""
-    def resolve(f, h, c11, c22, c12):
-        kinds = _kinds(f, h)
-        if kinds is not None:
-            kernel = _kernel(name, kinds)
-            return lambda f, h, c11, c22, c12: kernel(c11, c22, c12)
-    return resolve
-
-
-for _name in ("I2", "dI2_dc11", "dI2_dc22", "dI2_dc12"):
-    overload(getattr(act, _name))(_two_field(_name))
+act.route_two_field_integrals(_kinds, kernels)
 
 
 @overload(act.J2)

@@ -173,6 +173,22 @@ def own_I4_forms(student: type, teacher: type) -> None:
     _OWN_I4_FORMS.add((student, teacher))
 
 
+def route_two_field_integrals(kinds_of: Callable[..., str | None], kernels: Any) -> None:
+    """Overload I2 and its partials for the marker types whose ``kinds_of(f, h)`` is not None
+    with the kernels ``kernels.<name>_<kinds>(c11, c22, c12)``: the routing of a module whose
+    kernels are generated per word of activation kinds (linear, ReLU)."""
+    def resolver(name: str):
+        def resolve(f, h, c11, c22, c12):
+            kinds = kinds_of(f, h)
+            if kinds is not None:
+                kernel = getattr(kernels, f"{name}_{kinds}")
+                return lambda f, h, c11, c22, c12: kernel(c11, c22, c12)
+        return resolve
+
+    for name in ("I2", "dI2_dc11", "dI2_dc22", "dI2_dc12"):
+        overload(globals()[name])(resolver(name))
+
+
 @njit(cache=True)
 def quadratic_forms(row: np.ndarray, X: np.ndarray, Y: np.ndarray, out: np.ndarray) -> None:
     """out = X^T row X for a symmetric n x n ``row`` and X: n x m, through Y = row X (n x m, work

@@ -80,18 +80,7 @@ def _g_second(a, z):
         return lambda a, z: 0.0
 
 
-def _two_field(name: str):
-    """The overload of an integral of two fields (f, h; c11, c22, c12) (I2 and its partials)."""
-    def resolve(f, h, c11, c22, c12):
-        kinds = _kinds(f, h)
-        if kinds is not None:
-            kernel = getattr(kernels, f"{name}_{kinds}")
-            return lambda f, h, c11, c22, c12: kernel(c11, c22, c12)
-    return resolve
-
-
-for _name in ("I2", "dI2_dc11", "dI2_dc22", "dI2_dc12"):
-    overload(getattr(act, _name))(_two_field(_name))
+act.route_two_field_integrals(_kinds, kernels)
 
 
 @overload(act.J2)
@@ -113,24 +102,9 @@ FALLBACK_COLLINEAR = 1e-9
 
 
 @njit(cache=True)
-def partition_code(k: int, l: int, a: int, b: int) -> int:
-    """``derive_relu.partition_code`` of the fields (k, l, a, b) equal by index: the label of
-    each field (the position of the first one equal to it), in base 4."""
-    idx = (k, l, a, b)
-    code = 0
-    for i in range(4):
-        label = i
-        for j in range(i):
-            if idx[j] == idx[i]:
-                label = j
-                break
-        code = 4 * code + label
-    return code
-
-
-@njit(cache=True)
 def fields_of(omega: np.ndarray, idx: tuple, relu: tuple, collinear: float):
-    """(code, representatives, scales) of four fields idx (indices into omega): two ReLU fields
+    """(code, representatives, scales) of four fields idx (indices into omega), code the
+    ``derive_relu.partition_code`` of the partition they form: two ReLU fields
     are one when their indices are equal or when they are collinear (1 - r^2 below
     ``collinear``: ``COLLINEAR`` or ``FALLBACK_COLLINEAR``), z_q = s z_p with
     s = sqrt(Omega_qq / Omega_pp) > 0, so that Theta(z_q) = Theta(z_p) and relu(z_q) =
