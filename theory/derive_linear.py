@@ -4,7 +4,9 @@ and its pairs with erf.
 Every integral the ODEs need (docs/model.md §6) is the expectation of a product of factors, one
 per field: g(z_i) or g'(z_i) of erf, z_i or 1 of the linear activation (its g' is 1). With at
 least one linear field such a product has an elementary expectation, reached by the rules of
-``theory.derive`` applied in a fixed order (``expectation``):
+``theory.derive`` applied in a fixed order (``theory.derive_relu.expectation``, whose rules for
+erf and linear factors are these three; the generated kernels are the same, byte for byte, as
+those of the engine this module had before):
 
 1. **Tilting** removes every erf g'(z_i) = sqrt(2 / pi) exp(-z_i^2 / 2):
    E[prod_{i in S} g'(z_i) f(z)] = (2 / pi)^(|S| / 2) det(I + C_SS)^(-1/2) E'[f(z)], with
@@ -31,53 +33,13 @@ import itertools
 import sympy as sp
 
 from metaode.theory.derive import (
-    SQRT_2_OVER_PI,
     _args,
     _function_source,
     covariance,
     derive_gradient,
-    derive_I2,
     generated_header,
-    tilt,
 )
-
-ERF, LINEAR = "e", "l"
-#: The kinds of factor: erf's g and g', the linear field z (the linear g' is 1: no factor).
-G, GP, Z = "g", "gp", "z"
-
-Factor = tuple[str, int]
-
-
-def expectation(C: sp.Matrix, factors: tuple[Factor, ...]) -> sp.Expr:
-    """E[prod of factors] for z ~ N(0, C); a factor (kind, i) is erf's g(z_i) (G), g'(z_i) (GP)
-    or z_i (Z) (module docstring, rules 1 to 3)."""
-    tilted = sorted({i for kind, i in factors if kind == GP})
-    if tilted:
-        if sum(kind == GP for kind, _ in factors) != len(tilted):
-            raise NotImplementedError("two factors g' of one field")
-        norm, Cp = tilt(C, tilted)
-        rest = tuple(f for f in factors if f[0] != GP)
-        return SQRT_2_OVER_PI ** len(tilted) * norm * expectation(Cp, rest)
-    linear = [f for f in factors if f[0] == Z]
-    if linear:
-        i = linear[0][1]
-        rest = list(factors)
-        rest.remove(linear[0])
-        total = sp.Integer(0)
-        for pos, (kind, j) in enumerate(rest):
-            others = rest[:pos] + rest[pos + 1:]
-            derivative = others if kind == Z else [*others, (GP, j)]
-            total += C[i, j] * expectation(C, tuple(derivative))
-        return total
-    if not factors:
-        return sp.Integer(1)
-    if len(factors) % 2:
-        return sp.Integer(0)
-    if len(factors) == 2:
-        (_, i), (_, j) = factors
-        c11, c22, c12 = sp.symbols("c11 c22 c12", real=True)
-        return derive_I2().subs({c11: C[i, i], c22: C[j, j], c12: C[i, j]}, simultaneous=True)
-    raise NotImplementedError("the four-point moment of four erf fields is not elementary")
+from metaode.theory.derive_relu import ERF, GP, LINEAR, Factor, G, Z, expectation
 
 
 def value(kind: str, i: int) -> tuple[Factor, ...]:
