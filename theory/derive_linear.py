@@ -5,8 +5,7 @@ Every integral the ODEs need (docs/model.md §6) is the expectation of a product
 per field: g(z_i) or g'(z_i) of erf, z_i or 1 of the linear activation (its g' is 1). With at
 least one linear field such a product has an elementary expectation, reached by the rules of
 ``theory.derive`` applied in a fixed order (``theory.derive_relu.expectation``, whose rules for
-erf and linear factors are these three; the generated kernels are the same, byte for byte, as
-those of the engine this module had before):
+erf and linear factors are these three):
 
 1. **Tilting** removes every erf g'(z_i) = sqrt(2 / pi) exp(-z_i^2 / 2):
    E[prod_{i in S} g'(z_i) f(z)] = (2 / pi)^(|S| / 2) det(I + C_SS)^(-1/2) E'[f(z)], with
