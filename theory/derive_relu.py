@@ -1,5 +1,6 @@
 """Symbolic derivation of the Gaussian integrals with ReLU fields: g(z) = max(0, z) and its pairs
-with erf and the linear activation.
+with erf and the linear activation. Its engine ``expectation`` is the one of every integral with
+linear or ReLU fields (``derive_linear`` calls it too).
 
 ReLU is g(z) = z Theta(z), with g' = Theta (g'(0) = 0, as autograd frameworks take it) and
 g'' = delta. Every integral the ODEs need (docs/model.md §6) is the expectation, for z ~ N(0, C),
