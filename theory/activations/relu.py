@@ -161,6 +161,14 @@ def _slice_kernel(kinds: str):
     return {"eeee": _I4_eeee, "llll": _I4_llll}[kinds]
 
 
+@njit(cache=True)
+def _entries(C: np.ndarray, reps: tuple) -> tuple:
+    """(c11, .., c44, c12, .., c34) of C on the fields ``reps``."""
+    i, j, c, d = reps
+    return (C[i, i], C[j, j], C[c, c], C[d, d], C[i, j], C[i, c], C[i, d], C[j, c], C[j, d],
+            C[c, d])
+
+
 @overload(act.I4_forms)
 def _I4_forms(s, t, omega, K, pairs, X, parallel, out):
     sk, tk = _kind(s), _kind(t)
@@ -181,12 +189,9 @@ def _I4_forms(s, t, omega, K, pairs, X, parallel, out):
                             s_relu if b < K else t_relu)
                     v = np.nan
                     for collinear in (COLLINEAR, FALLBACK_COLLINEAR):
-                        code, (i, j, c, d), sc = fields_of(omega, (k, l, a, b), relu,
-                                                           collinear)
+                        code, reps, sc = fields_of(omega, (k, l, a, b), relu, collinear)
                         scale = sc[2] * sc[3]  # the values relu(z_a), relu(z_b)
-                        args = (omega[i, i], omega[j, j], omega[c, c], omega[d, d],
-                                omega[i, j], omega[i, c], omega[i, d], omega[j, c],
-                                omega[j, d], omega[c, d])
+                        args = _entries(omega, reps)
                         if b < K:
                             v = scale * sss(code, *args)
                         elif a < K:
@@ -202,14 +207,6 @@ def _I4_forms(s, t, omega, K, pairs, X, parallel, out):
 
 _POSITION_PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2),
                    (2, 3, 0, 1))
-
-
-@njit(cache=True)
-def _entries(C: np.ndarray, reps: tuple) -> tuple:
-    """(c11, .., c44, c12, .., c34) of C on the fields ``reps``."""
-    i, j, c, d = reps
-    return (C[i, i], C[j, j], C[c, c], C[d, d], C[i, j], C[i, c], C[i, d], C[j, c], C[j, d],
-            C[c, d])
 
 
 @overload(act.F4)
