@@ -44,8 +44,9 @@ def tanh_sinh(step: float = STEP, half_width: float = HALF_WIDTH):
 #: this size would be a "dynamic global" that keeps every caller out of the disk cache.
 NODES, REST, WEIGHTS = (tuple(float(v) for v in x) for x in tanh_sinh())
 
-#: The pairs (a, b) and their complements (c, d) of four fields.
-_PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
+#: The pairs (a, b) of four fields, in the order of the kernel arguments c12 .. c34, each with its
+#: complement (c, d).
+PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2), (2, 3, 0, 1))
 
 
 @njit(cache=True)
@@ -60,7 +61,7 @@ def sign4_of(C: np.ndarray) -> float:
             r[a, b] = C[a, b] / math.sqrt(scale)
             gap[a, b] = max(0.0, (scale - C[a, b] * C[a, b]) / scale)
     for p in range(6):
-        a, b, c, d = _PAIRS[p]
+        a, b, c, d = PAIRS[p]
         if gap[a, b] == 0.0:
             return np.sign(r[a, b]) * 2.0 / math.pi * math.asin(min(1.0, max(-1.0, r[c, d])))
     total = 0.0
@@ -68,7 +69,7 @@ def sign4_of(C: np.ndarray) -> float:
         t, rest = NODES[i], REST[i]
         value = 0.0
         for p in range(6):
-            a, b, c, d = _PAIRS[p]
+            a, b, c, d = PAIRS[p]
             rab = r[a, b]
             if rab == 0.0:
                 continue

@@ -37,6 +37,7 @@ from metaode.theory.activations import registry as act
 from metaode.theory.activations import relu_kernels as kernels
 from metaode.theory.activations.erf import Erf
 from metaode.theory.activations.linear import Linear
+from metaode.theory.activations.orthant import PAIRS
 
 
 class ReLU(NamedTuple):
@@ -205,10 +206,6 @@ def _I4_forms(s, t, omega, K, pairs, X, parallel, out):
     return forms
 
 
-_POSITION_PAIRS = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2),
-                   (2, 3, 0, 1))
-
-
 @overload(act.F4)
 def _F4(f1, f2, f3, f4, C4, nodes, weights):
     kinds = _kinds(f1, f2, f3, f4)
@@ -250,7 +247,7 @@ def _F4_gradient(f1, f2, f3, f4, C4, nodes, weights):
             F = sc[0] * sc[1] * sc[2] * sc[3] * value_kernel(code, *args)
             pairs = pairs_kernel(code, *args)
             for n in range(6):
-                p, q, r, s = _POSITION_PAIRS[n]
+                p, q, r, s = PAIRS[n]
                 grad[p, q] = grad[q, p] = sc[r] * sc[s] * pairs[n]
             for p in range(4):
                 acc = 0.0
