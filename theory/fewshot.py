@@ -380,7 +380,9 @@ def _fewshot_flow_rhs(flow, y):
     if is_flow(flow, FewShotFlow):
         def rhs(flow, y):
             Q, R, w = unpack(y, flow.K, flow.M)
-            drift, phi = fewshot_estimate(flow, Q, R, w, True)
+            # np.bool_: a bare True would be typed Literal[bool](True), and the observables'
+            # False another literal: two compilations of the whole Monte Carlo (~90 s each)
+            drift, phi = fewshot_estimate(flow, Q, R, w, np.bool_(True))
             return flow_of_drift(drift[1:], phi, flow.lr, flow.lr_head, flow.meta_batch)
         return rhs
 
@@ -393,7 +395,7 @@ def _fewshot_flow_observables(flow, y):
         def observables(flow, y):
             Q, R, w = unpack(y, flow.K, flow.M)
             out = np.empty(4 + flow.K)
-            out[0] = fewshot_estimate(flow, Q, R, w, False)[0][0]
+            out[0] = fewshot_estimate(flow, Q, R, w, np.bool_(False))[0][0]
             out[1] = metatest_errors(flow.acts, Q, R, flow.T, w, flow.u0, flow.task_std,
                                      flow.inner_lr, 0)[0]
             common_observables(flow.acts, Q, R, flow.T, flow.u0, flow.task_std, out)
