@@ -15,8 +15,9 @@ first step is scipy's ``select_initial_step`` (Hairer et al. §II.4), the dense 
 
 Everything runs inside compiled code: the right-hand side (``theory.system.flow_rhs`` of the
 system's flow, resolved at compile time), the check of every accepted step
-(``theory.system.state_check``), and the records with their runaway check. ``advance`` stops after
-a given record so that the caller can poll for an interruption between chunks of records.
+(``theory.system.state_check``), and the records with the same check and their runaway check.
+``advance`` stops after a given record so that the caller can poll for an interruption between
+chunks of records.
 
 ``advance`` is the one compiled entry point: the helpers that evaluate the right-hand side are
 inlined into it (numba ``inline="always"``), since numba links and re-optimises a function's whole
@@ -172,13 +173,14 @@ def advance(flow, check, times, states, recorded, until, y, f, clock, rtol, atol
     """Integrate from the current point (clock = [alpha, |h|, nfev], y, f = f(y); on the first call,
     nfev = 0, from y alone: ``_start``) until at least
     the records times[:until] are in ``states`` (``recorded`` of them already are), checking each
-    accepted step (``state_check``) and each record (``runaway_index``) as ``solvers.integrate``
-    does with scipy's solvers.
+    accepted step (``state_check``) and each record (``state_check``, ``runaway_index``) as
+    ``solvers.integrate`` does with scipy's solvers.
 
     Returns (status, recorded, code, index, value): status RUNNING (``until`` reached), FINISHED
     (every record written), STEP_TOO_SMALL, RHS_FAILED (y holds the state where the right-hand
     side raised), INVALID_STATE (``state_check``'s code, index and value for the accepted step,
-    now in y) or RUNAWAY (the record ``recorded`` is one, not kept; its unit in ``index``); clock
+    or for the interpolated record ``recorded``, now in y) or RUNAWAY (the record ``recorded`` is
+    one, not kept; its unit in ``index``); clock
     holds the alpha each refers to.
     """
     K_units, M_units, T, bound, tolerance, max_norm = check
@@ -259,12 +261,19 @@ def advance(flow, check, times, states, recorded, until, y, f, clock, rtol, atol
             for i in range(recorded, upto):
                 _interpolate(F, y, (times[i] - t) / h, states[i])
             for i in range(recorded, upto):
+                code, index, value = state_check(states[i], K_units, M_units, T, bound,
+                                                 tolerance)
+                if code != 0:
+                    status = INVALID_STATE
+                    break
                 k = runaway_index(states[i], K_units, M_units, T, max_norm)
                 if k >= 0:
                     status, index = RUNAWAY, k
                     break
                 recorded = i + 1
-            if status == RUNAWAY:
+            if status == INVALID_STATE:
+                y[:] = states[recorded]
+            if status != RUNNING:
                 t = times[recorded]
                 break
         t = t_new

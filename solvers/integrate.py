@@ -3,12 +3,13 @@
 ``solve`` advances one of scipy's adaptive solvers (DOP853 by default) step by step and records the
 state at the requested meta-times by the solver's dense output. It checks every accepted step
 (``ODESystem.invalid``: a non-finite state, an entry beyond DIVERGENCE_BOUND, or Omega no longer a
-covariance) and every record (``ODESystem.runaway``: a student unit longer than solver.max_norm
+covariance) and every record (the same, since the dense output between two valid steps can leave the
+covariances on a coarse step; ``ODESystem.runaway``: a student unit longer than solver.max_norm
 allows; ``non_finite``: an observable that is not finite). A failed check, a failed step or a
-right-hand side that raised stops the integration, and the returned trajectory keeps every record
-up to that point with ``status = DIVERGED`` and a message saying at which alpha and why (the
-solve_ivp convention: failures are reported in the result, not raised). A ``stop`` callable that
-returns True (e.g. after SIGINT) ends it the same way with ``status = INTERRUPTED``.
+right-hand side that raised stops the integration, and the returned trajectory keeps every record up
+to that point with ``status = DIVERGED`` and a message saying at which alpha and why (the solve_ivp
+convention: failures are reported in the result, not raised). A ``stop`` callable that returns True
+(e.g. after SIGINT) ends it the same way with ``status = INTERRUPTED``.
 """
 
 from __future__ import annotations
@@ -317,7 +318,8 @@ def _rhs_failure(system: ODESystem, alpha: float, y: np.ndarray) -> str:
 def _scipy(system: ODESystem, times: np.ndarray, y: np.ndarray, method: str, rtol: float,
            atol: float, stop: Callable[[], bool] | None) -> tuple[np.ndarray, int, str, int]:
     """(states, status, message, nfev) of scipy's ``method`` stepped by hand: every accepted step
-    checked (``ODESystem.invalid``), the records by dense output, each checked for a runaway."""
+    checked (``ODESystem.invalid``), the records by dense output, each checked for validity and a
+    runaway."""
     states = np.empty((len(times), y.size))
     states[0] = y
     recorded, status, message = 1, SUCCESS, ""
@@ -351,7 +353,7 @@ def _scipy(system: ODESystem, times: np.ndarray, y: np.ndarray, method: str, rto
             upto = len(times)
         if upto > recorded:
             for i in range(recorded, upto):
-                reason = system.runaway(states[i])
+                reason = system.invalid(states[i]) or system.runaway(states[i])
                 if reason:
                     status, message = DIVERGED, f"diverged at alpha = {times[i]:.6g}: {reason}"
                     upto = i
