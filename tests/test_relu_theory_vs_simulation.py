@@ -52,9 +52,13 @@ CASES = {
     "relu_anil_first_3": case("relu", "relu", {
         "algorithm": "anil", "order": "first", "inner_steps": 3, "inner_lr": 0.3}),
     "erf_student_relu_teacher_sgd": case("erf", "relu", {"algorithm": "sgd"}, task_std=0.0),
+    # The few-shot right-hand side of ReLU networks has a kink wherever one of its sampled
+    # support fields crosses 0, which holds DOP853 to small steps: 4658 evaluations at the
+    # default rtol 1e-8, 554 at 1e-6, for a final error that moves by 1e-6 (measured between
+    # rtol 1e-5 and 1e-7), a thousandth of the Monte Carlo uncertainty the criterion counts.
     "relu_fewshot_support5": case("relu", "relu", {
         "algorithm": "anil", "order": "second", "inner_steps": 1, "inner_lr": 0.5,
-        "support": 5}),
+        "support": 5}).replace({"solver.rtol": 1e-6, "solver.atol": 1e-8}),
 }
 
 
