@@ -10,7 +10,8 @@ The public API (docs/model.md gives the equations; README.md the configuration k
     theory.column("error"), theory.alpha, theory.to_pandas()
 
 and the analysis functions listed in ``__all__`` (overlay figure, sweeps and phase diagrams,
-fixed points and their stability, plateaus, meta-test curves). Names are loaded on first use, so
+fixed points and their stability, plateaus, meta-test curves; ``Explorer``, the live ipywidgets
+explorer of notebooks/07_explorer.ipynb, which needs ipywidgets). Names are loaded on first use, so
 ``import metaode`` stays light (the console script's Ctrl-C guard runs before numpy and numba).
 """
 
@@ -38,6 +39,7 @@ _REEXPORTED = {
     "measure_plateau": "metaode.solvers.plateau", "plateau_saddle": "metaode.solvers.plateau",
     "adaptation_curve": "metaode.theory.metatest", "metatest_curve": "metaode.theory.metatest",
     "optimal_test_inner_lr": "metaode.solvers.metatest",
+    "Explorer": "metaode.validation.explorer",
 }
 
 __all__ = sorted([*_REEXPORTED, "compare", "simulate", "solve"])

@@ -30,6 +30,9 @@ from metaode.theory import activations as registered
 ORDERS = ("first", "second")
 SPACINGS = ("linear", "log")
 METHODS = ("numba-DOP853", "DOP853", "RK45", "Radau", "BDF", "LSODA")
+#: The quantities a [reference] table can state (defined and measured by
+#: ``metaode.validation.reference``).
+REFERENCE_QUANTITIES = ("error", "escape")
 #: Relative tolerance of positive semi-definiteness: a symmetric matrix whose smallest eigenvalue
 #: is >= -PSD_TOLERANCE max(1, max |entry|) counts as a covariance (rounding of overlaps that are
 #: exactly singular, e.g. a student unit equal to a teacher unit). Used by the config and by the
@@ -60,7 +63,9 @@ class TheoryUnavailable(ConfigError):
 class Key:
     """One config key: its kind, default and the check of its value."""
 
-    kind: str  # "int", "float", "str", "vector", "matrix", "support", "algorithm", "activation"
+    # "int", "float", "str" (one of choices), "text" (free text), "vector", "matrix", "support",
+    # "algorithm", "activation"
+    kind: str
     default: Any
     doc: str
     low: float | None = None
@@ -155,6 +160,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "checkpoint_every": Key("float", 60.0, "seconds between checkpoints of a simulation in "
                                 "its output folder (for --resume); 0 = none", 0, 1e9),
     },
+    # Optional: a config without [reference] has none; one that has it names every key but at
+    # (``_check_reference``).
+    "reference": {
+        "quantity": Key("str", None, "optional [reference] table, checked by `metaode validate`: "
+                        "the quantity, error (eps at reference.at) | escape (the first alpha "
+                        "at which the specialisation index reaches 1/2); definitions in "
+                        "metaode.validation.reference", choices=REFERENCE_QUANTITIES),
+        "at": Key("float", None, "meta-time alpha of the quantity error, recorded as well "
+                  "(default: alpha_max)", 0, 1e9),
+        "value": Key("float", None, "the stated number: published, or measured by simulation at "
+                     "a stated N and seeds (never by the theory under test)"),
+        "tolerance": Key("float", None, "absolute tolerance of value (the simulation's standard "
+                         "error plus its finite-N bias, or the precision of the published "
+                         "number): the theory agrees if |theory - value| <= tolerance (+ 3 Monte "
+                         "Carlo standard errors of a few-shot or maml theory)", 0, 1e9,
+                         low_open=True),
+        "source": Key("text", None, "free text: the citation (with figure or equation), or the "
+                      "simulation (N, seeds, command) that measured value"),
+    },
 }
 
 
@@ -229,6 +253,10 @@ def _check_value(key: str, spec: Key, value: Any) -> Any:
         if not isinstance(value, str) or value not in spec.choices:
             _fail(key, f"must be one of {', '.join(map(repr, spec.choices))}, got {_show(value)}")
         return value
+    if spec.kind == "text":
+        if not isinstance(value, str) or not value.strip():
+            _fail(key, f"expected a non-empty string, got {_show(value)}")
+        return value
     if spec.kind == "algorithm":
         if not isinstance(value, str) or value not in algorithms.names():
             _fail(key, f"must be one of {', '.join(map(repr, algorithms.names()))}, "
@@ -274,7 +302,8 @@ class Config:
     """A validated experiment. Sections are attribute bags: ``config.training.lr``.
 
     ``Q0, R0, w0`` are always filled (explicit or drawn), ``T`` and ``u0`` always filled.
-    ``raw`` is the user's input with defaults applied, as plain Python (for records and sweeps).
+    ``raw`` is the user's input with defaults applied, as plain Python (for records and sweeps);
+    the optional ``reference`` table is in it only if given (its keys are None otherwise).
     """
 
     teacher: Section
@@ -285,6 +314,7 @@ class Config:
     solver: Section
     theory: Section
     simulation: Section
+    reference: Section
     raw: Mapping[str, Mapping[str, Any]]
 
     # -- construction -------------------------------------------------------------------------
@@ -312,11 +342,14 @@ class Config:
                 )
                 for key, spec in keys.items()
             }
-        # raw keeps derived defaults (None) unresolved, so that replace() derives them anew
+        # raw keeps derived defaults (None) unresolved, so that replace() derives them anew; an
+        # optional table that is not given ([reference]) is not in it
         raw = {
             s: {k: _plain(v) for k, v in vals.items() if v is not None}
             for s, vals in values.items()
         }
+        if not raw["reference"]:
+            del raw["reference"]
         _check_consistency(values)
         _fill_initial_conditions(values)
         return cls(**{s: Section(v) for s, v in values.items()}, raw=raw)
@@ -368,14 +401,18 @@ class Config:
         return registered.activations(self.student.activation, self.teacher.activation)
 
     def times(self) -> np.ndarray:
-        """The recorded meta-times: the output grid (0 and alpha_max included) and metatest.at."""
+        """The recorded meta-times: the output grid (0 and alpha_max included), metatest.at and
+        reference.at."""
         a_max, n = self.training.alpha_max, self.output.points
         if self.output.spacing == "linear":
             grid = np.linspace(0.0, a_max, n)
         else:
             start = min(self.output.log_start, a_max)
             grid = np.concatenate([[0.0], np.geomspace(start, a_max, n - 1)])
-        return np.union1d(grid, np.asarray(self.metatest.at, dtype=float))
+        extra = [*np.asarray(self.metatest.at, dtype=float)]
+        if self.reference.at is not None:
+            extra.append(self.reference.at)
+        return np.union1d(grid, extra)
 
     @staticmethod
     def describe() -> str:
@@ -441,9 +478,37 @@ def _check_consistency(v: dict[str, dict[str, Any]]) -> None:
     if th["mc_max_tasks"] < th["mc_tasks"]:
         _fail("theory.mc_max_tasks", f"must be >= theory.mc_tasks = {th['mc_tasks']}, "
                                      f"got {th['mc_max_tasks']}")
+    _check_reference(v)
     if v["simulation"]["N"] < K + M:
         # the K + M rows of J and B must be independent vectors of R^N
         _fail("simulation.N", f"must be at least K + M = {K + M}, got {v['simulation']['N']}")
+
+
+def _check_reference(v: dict[str, dict[str, Any]]) -> None:
+    """A [reference] table names quantity, value, tolerance and source (or is not given), at only
+    for the quantity error and within the horizon (default: alpha_max), and a quantity the
+    student has (a linear student has no specialisation index, hence no escape)."""
+    ref, horizon = v["reference"], v["training"]["alpha_max"]
+    given = [key for key, value in ref.items() if value is not None]
+    if not given:
+        return
+    needed = [key for key in SCHEMA["reference"] if key != "at"]
+    for key in needed:
+        if ref[key] is None:
+            _fail(f"reference.{key}", f"required in a [reference] table (which needs "
+                                      f"{', '.join(needed)}; given: {', '.join(given)})")
+    student = v["student"]["activation"]
+    if ref["quantity"] == "escape":
+        if ref["at"] is not None:
+            _fail("reference.at", "only the quantity error is measured at a given alpha")
+        if not registered.activation(student).identifiable:
+            _fail("reference.quantity", f"'escape' needs the specialisation index, which a "
+                                        f"{student!r} student does not have (its units are not "
+                                        "identifiable); use error")
+    elif ref["at"] is None:
+        ref["at"] = horizon
+    elif ref["at"] > horizon:
+        _fail("reference.at", f"must lie in [0, alpha_max = {horizon:g}], got {ref['at']:g}")
 
 
 def _check_symmetric(key: str, arr: np.ndarray, shape: tuple[int, int]) -> None:

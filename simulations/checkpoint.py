@@ -45,8 +45,11 @@ from metaode.io import atomic_write
 FORMAT = 1
 FOLDER = "checkpoint"
 #: Keys that do not change the trajectory of a seed: a checkpoint made with other values of them
-#: can be resumed (e.g. with more seeds, or another checkpoint interval).
-NEUTRAL_KEYS = ("simulation.checkpoint_every", "simulation.seeds", "simulation.seed")
+#: can be resumed (e.g. with more seeds, or another checkpoint interval, or another stated
+#: reference number; reference.at is not neutral: it is a recorded time).
+NEUTRAL_KEYS = ("simulation.checkpoint_every", "simulation.seeds", "simulation.seed",
+                "reference.quantity", "reference.value", "reference.tolerance",
+                "reference.source")
 
 
 class CheckpointError(Exception):

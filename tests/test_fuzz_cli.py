@@ -171,6 +171,7 @@ WRONG_TYPES = {
     "float": ["fast", True, [1.0], {"a": 1.0}, float("nan"), float("inf"), -float("inf"),
               10**400],
     "str": [1, 1.0, True, "bogus", ["sgd"]],
+    "text": [1, 1.0, True, "", "   ", ["a"], {"a": 1}],
     "support": [0, -1, 1.5, "pop", True, 10**7, [1]],
     "vector": ["a", [["1"]], [True, 1.0], [float("nan")], 5, [[1.0]], {"a": 1}, [10**400]],
     "matrix": ["a", [1.0, 2.0], [[float("inf")]], [[1.0, 2.0], [3.0]], [[True]], 7],

@@ -3,13 +3,16 @@
 Four panels against the meta-time alpha: the error (log scale; the generalisation error
 epsilon_g for sgd, without the noise^2/2 floor), the student-teacher overlaps R_km, the student
 overlaps Q_kl and the head w_k. One colour per entry, shared by its theory line and its markers.
-The figure is drawn with the Agg canvas (no display, no pyplot state) and saved atomically.
+The figure is drawn with the Agg canvas (no display, no pyplot state) and saved atomically. Its
+panels are drawn by ``error_panel`` and ``overlay_columns`` (markers by ``seed_markers``), which
+the live explorer (``validation.explorer``) shares.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -26,7 +29,7 @@ from metaode.validation.compare import seed_table
 MAX_MARKERS = 41
 
 
-def _entry_label(name: str) -> str:
+def entry_label(name: str) -> str:
     """``R_0_1`` -> ``$R_{0,1}$`` (0-based indices, as in the CSV columns)."""
     symbol, *index = name.split("_")
     return rf"${symbol}_{{{','.join(index)}}}$" if index else f"${symbol}$"
@@ -44,12 +47,23 @@ def _marker_indices(n: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, n, stride), n - 1))
 
 
-def _overlay(ax: Axes, theory: Trajectory, sims: list[Trajectory], names: list[str],
-             labels: list[str]) -> list[float]:
-    """Theory line and simulation markers of each column; returns every plotted value."""
+def seed_markers(ax: Axes, x: np.ndarray, table: np.ndarray, colour: Any) -> None:
+    """Markers at x of the seed mean of ``table`` (one row per seed) with error bars +- its
+    standard deviation over seeds (ddof = 1; none for one seed)."""
+    mean = table.mean(axis=0)
+    std = table.std(axis=0, ddof=1) if len(table) >= 2 else np.zeros_like(mean)
+    ax.errorbar(x, mean, yerr=std, fmt="o", ms=3.5, color=colour, mfc="white", mew=1.0,
+                elinewidth=0.8, capsize=0, zorder=3)
+
+
+def overlay_columns(ax: Axes, theory: Trajectory, sims: list[Trajectory], names: list[str],
+                    labels: list[str], linestyle: str = "-") -> list[float]:
+    """Theory line and simulation markers of each column against alpha; returns every plotted
+    value."""
     values: list[float] = []
     for name, label, colour in zip(names, labels, _colours(len(names)), strict=True):
-        ax.plot(theory.alpha, theory.column(name), color=colour, lw=1.5, label=label)
+        ax.plot(theory.alpha, theory.column(name), color=colour, lw=1.5, ls=linestyle,
+                label=label)
         if name in theory.uncertainty:  # the Monte Carlo theory's band, +- 2 mc_err
             band = 2.0 * theory.uncertainty[name]
             ax.fill_between(theory.alpha, theory.column(name) - band,
@@ -57,15 +71,39 @@ def _overlay(ax: Axes, theory: Trajectory, sims: list[Trajectory], names: list[s
         values.extend(theory.column(name))
         if sims:
             alpha, table = seed_table(sims, name)
-            mean = table.mean(axis=0)
-            std = table.std(axis=0, ddof=1) if len(sims) >= 2 else np.zeros_like(mean)
             idx = _marker_indices(len(alpha))
-            ax.errorbar(alpha[idx], mean[idx], yerr=std[idx], fmt="o", ms=3.5, color=colour,
-                        mfc="white", mew=1.0, elinewidth=0.8, capsize=0, zorder=3)
-            values.extend(mean)
+            seed_markers(ax, alpha[idx], table[:, idx], colour)
+            values.extend(table.mean(axis=0))
     ax.set_xlabel(r"meta-time $\alpha$ = steps / $N$")
     ax.grid(alpha=0.3)
     return values
+
+
+def error_panel(ax: Axes, theory: Trajectory, sims: list[Trajectory],
+                algorithm: str | None) -> None:
+    """The error panel against alpha, log scale: epsilon_g for sgd (or wherever adaptation
+    changes nothing), else L_meta after adaptation and E_tau eps(w; u_tau) before it."""
+    err, before = theory.column("error"), theory.column("error_before_adaptation")
+    if algorithm == "sgd" or np.array_equal(err, before):
+        names, labels = ["error"], [r"$\epsilon_g$"]
+    else:
+        names = ["error", "error_before_adaptation"]
+        labels = [r"$\mathcal{L}_{\rm meta}$ (after adaptation)", r"$\epsilon$ before adaptation"]
+    values = np.array(overlay_columns(ax, theory, sims, names, labels))
+    positive = values[np.isfinite(values) & (values > 0)]
+    ax.set_yscale("log")
+    if positive.size:  # data range plus 5% of it (at least 0.05 decades) on either side
+        lo, hi = np.log10(positive.min()), np.log10(positive.max())
+        pad = max(0.05 * (hi - lo), 0.05)
+        ax.set_ylim(10 ** (lo - pad), 10 ** (hi + pad))
+    ax.set_ylabel(r"error (without the noise$^2$/2 floor)")
+    handles, _ = ax.get_legend_handles_labels()
+    style = [Line2D([], [], color="k", lw=1.5, label="theory (ODE)")]
+    if sims:
+        style.append(Line2D([], [], color="k", marker="o", mfc="white", ls="none",
+                            label=f"simulation, mean $\\pm$ std over {len(sims)} seeds"))
+    ax.legend(handles=handles + style, fontsize=9)
+    ax.set_title("generalisation error" if len(names) == 1 else "meta-generalisation error")
 
 
 def overlay_figure(theory: Trajectory, sims: list[Trajectory], path: str | Path, *,
@@ -83,27 +121,7 @@ def overlay_figure(theory: Trajectory, sims: list[Trajectory], path: str | Path,
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
 
-    ax = axes[0, 0]
-    err, before = theory.column("error"), theory.column("error_before_adaptation")
-    if algorithm == "sgd" or np.array_equal(err, before):
-        names, labels = ["error"], [r"$\epsilon_g$"]
-    else:
-        names = ["error", "error_before_adaptation"]
-        labels = [r"$\mathcal{L}_{\rm meta}$ (after adaptation)", r"$\epsilon$ before adaptation"]
-    values = np.array(_overlay(ax, theory, sims, names, labels))
-    positive = values[np.isfinite(values) & (values > 0)]
-    ax.set_yscale("log")
-    if positive.size:  # data range plus 5% of it (at least 0.05 decades) on either side
-        lo, hi = np.log10(positive.min()), np.log10(positive.max())
-        pad = max(0.05 * (hi - lo), 0.05)
-        ax.set_ylim(10 ** (lo - pad), 10 ** (hi + pad))
-    ax.set_ylabel(r"error (without the noise$^2$/2 floor)")
-    handles, _ = ax.get_legend_handles_labels()
-    style = [Line2D([], [], color="k", lw=1.5, label="theory (ODE)"),
-             Line2D([], [], color="k", marker="o", mfc="white", ls="none",
-                    label=f"simulation, mean $\\pm$ std over {len(sims)} seeds")]
-    ax.legend(handles=handles + style, fontsize=9)
-    ax.set_title("generalisation error" if len(names) == 1 else "meta-generalisation error")
+    error_panel(axes[0, 0], theory, sims, algorithm)
 
     panels = [
         (axes[0, 1], [f"R_{k}_{m}" for k in range(K) for m in range(M)],
@@ -113,7 +131,7 @@ def overlay_figure(theory: Trajectory, sims: list[Trajectory], path: str | Path,
         (axes[1, 1], [f"w_{k}" for k in range(K)], r"$w_k$", "head"),
     ]
     for ax, names, ylabel, title in panels:
-        _overlay(ax, theory, sims, names, [_entry_label(n) for n in names])
+        overlay_columns(ax, theory, sims, names, [entry_label(n) for n in names])
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(fontsize=9, ncol=max(1, math.ceil(len(names) / 8)))

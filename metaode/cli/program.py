@@ -32,8 +32,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def parser() -> argparse.ArgumentParser:
+    """The `metaode` parser: every command of ``COMMANDS`` with its options (also rendered as the
+    command-line page of the documentation site)."""
+    program = _Parser(
         prog=PROG,
         description="Closed ODEs for online (meta-)learning of two-layer networks (erf, ReLU or "
         "linear activations) in the teacher-student scenario, checked against simulations of "
@@ -43,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         "by SIGINT / SIGTERM (the records so far and a checkpoint are written; --resume "
         "continues). `metaode COMMAND --help` describes each command.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = program.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():
         command.add_parser(commands)
-    return parser
+    return program
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as done:  # --help
         return int(done.code or 0)
     except UsageError as err:

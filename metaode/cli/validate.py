@@ -1,7 +1,8 @@
 """``metaode validate [CONFIG] [--N N] [--seeds S] --out DIR``: solve and simulate CONFIG (default:
 the built-in experiment) and compare them: DIR/theory.csv, DIR/simulation.csv, DIR/validation.json
-(agreement figures) and DIR/validation.png (theory over simulation). With --convergence,
---maml-gap or --drift it runs that study instead (``metaode.cli.studies``)."""
+(agreement figures, and the reference check of a config with a [reference] table,
+``metaode.validation.reference``) and DIR/validation.png (theory over simulation). With
+--convergence, --maml-gap or --drift it runs that study instead (``metaode.cli.studies``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from metaode.io import write_json
 from metaode.theory.state import column_names
 from metaode.validation.compare import compare
 from metaode.validation.plots import overlay_figure
+from metaode.validation.reference import reference_check, summary
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -38,8 +40,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                             description="Solve and simulate CONFIG (default: the built-in "
                             "experiment validation/default.toml) and compare them; writes "
                             "DIR/theory.csv, DIR/simulation.csv, DIR/validation.json (agreement "
-                            "figures) and DIR/validation.png (theory lines over simulation "
-                            "markers).")
+                            "figures, and the check of the stated number of a config with a "
+                            "[reference] table, e.g. examples/*.toml) and DIR/validation.png "
+                            "(theory lines over simulation markers).")
     p.add_argument("config", type=Path, metavar="CONFIG", nargs="?",
                    help="experiment TOML file (default: the built-in experiment)")
     add_width_and_seeds(p)
@@ -81,8 +84,11 @@ def run(args: argparse.Namespace, session: Session) -> None:
     session.wrote(out / "validation.png")
     t_plot = time.perf_counter() - start
     st = config.student
+    reference = ({"reference": reference_check(config, theory, sims)}
+                 if config.reference.quantity is not None else {})
     write_json(out / "validation.json", {
         **figures,
+        **reference,
         "config": config.raw,
         "initial_overlaps": {"Q0": st.Q0, "R0": st.R0, "w0": st.w0},
         "theory_nfev": theory.nfev,
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace, session: Session) -> None:
     })
     session.wrote(out / "validation.json")
     _summary(figures, column_names(config.K, config.M))
+    if reference:
+        print(summary(reference["reference"]))
     check_metatest(session)
     print(f"wrote {out}/theory.csv, simulation.csv, validation.json, validation.png "
           f"(theory {t_theory:.1f} s, simulation N = {N} x {len(sims)} seeds {t_sim:.1f} s)")
