@@ -32,6 +32,7 @@ API_TREE = ROOT / ".cache" / "api-tree"
 NOTEBOOK_SECTION = "Notebooks"
 
 
+@mkdocs.plugins.event_priority(100)  # before mkdocstrings reads its paths (the package tree)
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """The "Notebooks" section of the navigation: one entry per notebook of notebooks/; and the
     package tree that mkdocstrings reads (``package_tree``)."""
