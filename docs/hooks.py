@@ -86,17 +86,20 @@ def package_tree() -> Path:
 
 def index_page() -> str:
     """Getting started: the README up to its first rule, then what the commands produce."""
+    from metaode.config import load_config
+
     readme = (ROOT / "README.md").read_text()
     first_screen = readme.split("\n---\n", 1)[0]
-    return first_screen + """
+    simulation = load_config().simulation
+    return first_screen + f"""
 ## What the two commands produce
 
 `metaode validate --out results/default` solves the ODEs of the built-in experiment (ANIL, erf
 student and teacher, K = M = 2, population support; `validation/default.toml`), simulates it at
-N = 10000 over 3 seeds, and writes to `results/default/`: `theory.csv`, `simulation.csv` (the
-per-seed records), `validation.json` (the agreement of every column: largest deviation, its
-z-score against the spread over seeds) and `validation.png`, the theory as lines over the
-simulation as markers with their spread:
+N = {simulation.N} over {simulation.seeds} seeds, and writes to `results/default/`: `theory.csv`,
+`simulation.csv` (the per-seed records), `validation.json` (the agreement of every column:
+largest deviation, its z-score against the spread over seeds) and `validation.png`, the theory
+as lines over the simulation as markers with their spread:
 
 ![The built-in experiment: theory over simulation](figures/validation.png)
 
