@@ -25,6 +25,7 @@ from pathlib import Path
 import mkdocs.plugins
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The package tree that mkdocstrings reads (``package_tree``; the ``paths`` of its handler).
@@ -49,19 +50,21 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 @mkdocs.plugins.event_priority(100)  # before mkdocs-jupyter wraps the notebooks as pages
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Add the generated pages and the executed notebooks."""
+    """Add the executed notebooks."""
     from metaode import notebooks
 
-    pages = {"index.md": index_page(), "configuration.md": configuration_page(),
-             "cli.md": cli_page(), "api.md": api_page(), "examples.md": examples_page()}
-    for uri, content in pages.items():
-        files.append(File.generated(config, uri, content=content))
     for path in notebooks.notebooks():  # a File of its own folder: mkdocs-jupyter reads src_dir
         copy = notebooks.executed_copy(path)
         files.append(File(str(copy.relative_to(notebooks.cache_dir())),
                           src_dir=str(notebooks.cache_dir()), dest_dir=config.site_dir,
                           use_directory_urls=config.use_directory_urls))
     return files
+
+
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """The body of a generated page (``GENERATED``; its file in docs/ says so), else the page."""
+    generate = GENERATED.get(page.file.src_uri)
+    return generate() if generate else markdown
 
 
 def package_tree() -> Path:
@@ -187,3 +190,8 @@ def examples_page() -> str:
         parts += [f"## {path.name} {{#{path.stem}}}\n", "```toml", path.read_text().rstrip(),
                   "```\n"]
     return "\n".join(parts)
+
+
+#: The pages whose body is generated at every build: docs/NAME holds a placeholder.
+GENERATED = {"index.md": index_page, "configuration.md": configuration_page, "cli.md": cli_page,
+             "api.md": api_page, "examples.md": examples_page}
