@@ -239,7 +239,7 @@ def one_step_test_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, nodes, wei
     F = four_point_tensor(acts, field_covariance(Q, R, T), K, nodes, weights)
     _, _, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
     U, S = task_basis(u0, task_std)
-    Zs = inner_loop(C, D, w, U, 0.0, 0)
+    Zs = inner_loop(C, D, w, U, 0.0, np.int64(0))  # np.int64: a literal 0 compiles its own copy
     L0 = meta_loss(Zs[0], C, D, E, U, S)
     b = np.trace(Evv)
     a = np.sum(C * Evv) + (xi / P if P > 0 else 0.0)
@@ -263,7 +263,8 @@ def one_step_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, P, second_or
     K, M = R.shape
     C, D, E = error_blocks(acts, Q, R, T)
     U, S = task_basis(u0, task_std)
-    G, H, wbar, Zs = meta_gradient(acts, Q, R, T, w, U, S, inner_lr, 1, second_order)
+    # np.int64: a literal 1 would compile a second meta_gradient (and inner_loop) per activation
+    G, H, wbar, Zs = meta_gradient(acts, Q, R, T, w, U, S, inner_lr, np.int64(1), second_order)
     loss = meta_loss(Zs[1], C, D, E, U, S)
     omega = field_covariance(Q, R, T)
     M2, Y, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
@@ -332,8 +333,9 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     size = terms_size(K, M) if several else 0
     n = flow.fields.shape[0]
     if several:
-        drift = drift_of_terms(flow.acts, controlled_mean(mean_h, mean_r, S_hh, S_hr, 0,
-                                                          mean_h.shape[0], 0, size, n),
+        first = np.int64(0)  # not a literal 0: one compiled controlled_mean for both calls
+        drift = drift_of_terms(flow.acts, controlled_mean(mean_h, mean_r, S_hh, S_hr, first,
+                                                          mean_h.shape[0], first, size, n),
                                Q, R, T, K, M)
     if lr2_term:
         packed = controlled_mean(mean_h, mean_r, S_hh, S_hr, nx, mean_h.shape[0], size,
@@ -397,7 +399,7 @@ def _fewshot_flow_observables(flow, y):
             out = np.empty(4 + flow.K)
             out[0] = fewshot_estimate(flow, Q, R, w, np.bool_(False))[0][0]
             out[1] = metatest_errors(flow.acts, Q, R, flow.T, w, flow.u0, flow.task_std,
-                                     flow.inner_lr, 0)[0]
+                                     flow.inner_lr, np.int64(0))[0]  # as anil's: one compile
             common_observables(flow.acts, Q, R, flow.T, flow.u0, flow.task_std, out)
             return out
         return observables

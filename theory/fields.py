@@ -249,7 +249,8 @@ def diffusion(acts: Activations, omega: np.ndarray, K: int, mean: np.ndarray, sp
     parallel = pairs.shape[0] * (n * (n + 1) // 2) >= PARALLEL_ENTRIES
     I4_forms(acts.student, acts.teacher, omega, K, pairs, X, parallel, forms)
     packed = np.zeros(pairs.shape[0])
-    diffusion_of_forms(forms, X, pairs, noise_weights(acts, omega, K, noise), 1.0, packed, 0)
+    diffusion_of_forms(forms, X, pairs, noise_weights(acts, omega, K, noise), 1.0, packed,
+                       np.int64(0))  # not a literal 0: one compiled copy with add_diffusion's call
     out = np.empty((K, K))
     for p in range(pairs.shape[0]):
         out[pairs[p, 0], pairs[p, 1]] = out[pairs[p, 1], pairs[p, 0]] = packed[p]
