@@ -121,10 +121,10 @@ def per_task_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, steps, secon
         y[:] = Y @ e
         u[:] = U @ e
         U1[:, 0] = u
-        inner_forward(phi, Y @ e.reshape(d, 1), w, inner_lr, Zs1)
-        gradient_terms(Zs1, steps, C, D, small_product(D, U1), 0.0, U1, S1, phi, gp,
-                       np.ascontiguousarray(y.reshape(P, 1)), z, inner_lr, second_order, a[i],
-                       Zbar, phibar, proj)
+        Y1 = y.reshape(P, 1)  # the labels on the one-task basis
+        inner_forward(phi, Y1, w, inner_lr, Zs1)
+        gradient_terms(Zs1, steps, C, D, small_product(D, U1), 0.0, U1, S1, phi, gp, Y1, z,
+                       inner_lr, second_order, a[i], Zbar, phibar, proj)
         inner_forward(phi, Y, w, inner_lr, Zs)
         support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr, query, 1.0, a[i],
                           size, Zs_e, Y_e, c, gbar, Gamma, cot, phibar, proj_e, jac)
