@@ -5,7 +5,7 @@
   population support maml's theory is population anil's; towards it, the maml - anil difference
   of the right-hand side (two inner steps, both on the same support sets) vanishes as 1/P: P
   times it agrees at P = 20 and 80 within 10 % in every component (measured <= 3 %; at P = 5 the
-  1/P^2 part still moves it by up to 20 %, so ~5 % at P = 20; the Monte Carlo error of the
+  1/P^2 part still moves it by up to 25 %, so ~6 % at P = 20; the Monte Carlo error of the
   difference is ~1 %).
 - The maml code path with the support fields' shift switched off is few-shot anil's: per support
   set and task, its field-space inner loop (``maml_head_terms``, ``maml_support_diffusion``, the
