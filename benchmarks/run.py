@@ -534,7 +534,8 @@ All rows come from one run of `python -m benchmarks.run`; "ratio" compares figur
   teacher beside the same configs with erf, each the median of 7 calls after a warm-up call, the
   ratio to erf's time.
 - **few-shot anil**: `solve(build_system(config))` once per curve on the built-in experiment
-  (`metaode validate`'s config) with support = 5 and inner_steps 1 and 2, at the default
+  (`metaode validate`'s config) with support = 5 and inner_steps 1 and 2, and the maml theory of
+  the same config with inner_steps 2 (its ratio: to few-shot anil's time of the run), at the default
   tolerances (theory.mc_rtol = 0.01, solver rtol 1e-8, atol 1e-10): the budget control, the 8
   stream solves of every budget it tries and the final solve are all in the time, after an
   untimed short solve of the same config (alpha = 0..1, 64 support sets, mc_rtol = 0) that loads
