@@ -101,8 +101,8 @@ def per_task_terms(acts, Q, R, T, w, u0, task_std, noise, inner_lr, steps, secon
     or off (``adapt_J``). Returns (a, b), one row per set."""
     K, M = R.shape
     n_pts, P, n = fields.shape
-    C, D, E = error_blocks(acts, Q, R, T)
-    U, S, d = task_basis_maps(u0, task_std, noise, P)
+    C, D, _ = error_blocks(acts, Q, R, T)
+    U, _, d = task_basis_maps(u0, task_std, noise, P)
     root = symmetric_root(field_covariance(Q, R, T))
     size = terms_size(K, M)
     npair = K * (K + 1) // 2
