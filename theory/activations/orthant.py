@@ -15,6 +15,16 @@ rule ``NODES`` integrates to ~1e-14 also at r_ab = 1 (tests/test_relu_integrals.
 against an independent integration). 1 - t^2 r^2 is formed as (1 - t)(1 + t) + t^2 (1 - r^2),
 with 1 - t stored with the nodes and 1 - r^2 = (c_aa c_bb - c_ab^2) / (c_aa c_bb) from the
 entries, so that no cancellation happens near t = 1.
+
+Two rules. The integrand's singularities in t are where C_t or one of its 2 x 2 blocks is
+singular: t = 1 / (1 - mu) for each eigenvalue mu of the correlation matrix of C (and
+t = +-1 / r_ab, no closer), so the nearest lies a distance ~mu_min beyond t = 1 and at least 1/3
+before t = 0. Where mu_min is not small (``FAST_RULES``: mu_min above a floor, tested by a
+Cholesky factorisation of the correlation matrix minus the floor), Gauss-Legendre in s,
+t = 1 - s^2 (which also removes a square-root branch point at t = 1), converges geometrically
+with 16 or 24 nodes; elsewhere the tanh-sinh rule takes the near-singular endpoint (77 nodes).
+Against a finer tanh-sinh rule (tests/test_relu_integrals.py) the rules below err by at most
+8e-14 where they are taken, and by 8e-12 between half their floor and the floor.
 """
 
 from __future__ import annotations
@@ -40,9 +50,26 @@ def tanh_sinh(step: float = STEP, half_width: float = HALF_WIDTH):
     return t[keep], rest[keep], w[keep]
 
 
-#: The rule as tuples of floats: numba compiles tuples in as constants, while a global array of
-#: this size would be a "dynamic global" that keeps every caller out of the disk cache.
-NODES, REST, WEIGHTS = (tuple(float(v) for v in x) for x in tanh_sinh())
+def gauss_legendre(n: int):
+    """(t, 1 - t, weights) of Gauss-Legendre with n nodes in s on [0, 1], t = 1 - s^2."""
+    x, wx = np.polynomial.legendre.leggauss(n)
+    s = 0.5 * (x + 1.0)
+    return 1.0 - s * s, s * s, wx * s  # dt = 2 s ds, ds = dx / 2
+
+
+def _constants(rule):
+    """A rule as tuples of floats: numba compiles tuples in as constants, while a global array
+    of this size would be a "dynamic global" that keeps every caller out of the disk cache."""
+    return tuple(tuple(float(v) for v in x) for x in rule)
+
+
+#: The tanh-sinh rule (any covariance).
+NODES, REST, WEIGHTS = _constants(tanh_sinh())
+#: (floor on the smallest eigenvalue of the correlation matrix, Gauss-Legendre nodes in s):
+#: the cheaper rules, tried in order.
+FAST_RULES = ((0.1, 16), (0.02, 24))
+_GL16 = _constants(gauss_legendre(FAST_RULES[0][1]))
+_GL24 = _constants(gauss_legendre(FAST_RULES[1][1]))
 
 #: The pairs (a, b) of four fields, in the order of the kernel arguments c12 .. c34, each with its
 #: complement (c, d).
@@ -64,16 +91,47 @@ def sign4_of(C: np.ndarray) -> float:
         a, b, c, d = PAIRS[p]
         if gap[a, b] == 0.0:
             return np.sign(r[a, b]) * 2.0 / math.pi * math.asin(min(1.0, max(-1.0, r[c, d])))
+    if _eigenvalues_above(r, FAST_RULES[0][0]):
+        return path_sum(r, gap, *_GL16)
+    if _eigenvalues_above(r, FAST_RULES[1][0]):
+        return path_sum(r, gap, *_GL24)
+    return path_sum(r, gap, NODES, REST, WEIGHTS)
+
+
+@njit(cache=True)
+def _eigenvalues_above(r: np.ndarray, floor: float) -> bool:
+    """Whether every eigenvalue of the 4 x 4 correlation matrix r exceeds ``floor``: the
+    Cholesky factorisation of r - floor I has positive pivots."""
+    L = np.zeros((4, 4))
+    for j in range(4):
+        pivot = r[j, j] - floor
+        for k in range(j):
+            pivot -= L[j, k] * L[j, k]
+        if not pivot > 0.0:
+            return False
+        L[j, j] = math.sqrt(pivot)
+        for i in range(j + 1, 4):
+            acc = r[i, j]
+            for k in range(j):
+                acc -= L[i, k] * L[j, k]
+            L[i, j] = acc / L[j, j]
+    return True
+
+
+@njit(cache=True)
+def path_sum(r: np.ndarray, gap: np.ndarray, nodes: tuple, rest: tuple, weights: tuple) -> float:
+    """sign4 by the rule (t_i, 1 - t_i, W_i) on the Price path (module docstring), from the
+    correlations r and the gaps 1 - r_ab^2."""
     total = 0.0
-    for i in range(len(NODES)):
-        t, rest = NODES[i], REST[i]
+    for i in range(len(nodes)):
+        t, one_minus_t = nodes[i], rest[i]
         value = 0.0
         for p in range(6):
             a, b, c, d = PAIRS[p]
             rab = r[a, b]
             if rab == 0.0:
                 continue
-            det = rest * (1.0 + t) + t * t * gap[a, b]
+            det = one_minus_t * (1.0 + t) + t * t * gap[a, b]
             xc1, xc2, xd1, xd2 = t * r[c, a], t * r[c, b], t * r[d, a], t * r[d, b]
             tr = t * rab
             vc = 1.0 - (xc1 * xc1 + xc2 * xc2 - 2.0 * tr * xc1 * xc2) / det
@@ -82,7 +140,7 @@ def sign4_of(C: np.ndarray) -> float:
             norm = vc * vd
             rho = cd / math.sqrt(norm) if norm > 0.0 else 0.0
             value += rab / math.sqrt(det) * math.asin(min(1.0, max(-1.0, rho)))
-        total += WEIGHTS[i] * value
+        total += weights[i] * value
     return total * 4.0 / (math.pi * math.pi)
 
 
