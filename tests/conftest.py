@@ -6,14 +6,6 @@ would order the files by their number of tests, which put the few long theory-vs
 last, one worker finishing them alone while the other idled). Starting the longest files first
 balances the two workers (longest-processing-time-first). The order within a file is kept (the
 documentation site is built after the notebooks it renders).
-
-Numba compiles about 45 % of the cold suite's CPU time, and a kernel that both workers need at the
-same moment is compiled twice (each worker misses the disk cache the other has not yet written).
-So the second file does not start with the first file's kernels: test_examples begins with the erf
-few-shot theory (~120 s to compile the right-hand side and its observables), which
-test_fewshot_theory_vs_simulation needs at once too (measured: ~150 s of each worker's first
-minutes went to that one compilation) and test_relu_theory_vs_simulation reaches only in its last
-case, by when the cache has it.
 """
 
 from __future__ import annotations
@@ -25,8 +17,8 @@ import pytest
 #: listed follow in their usual order. Only the scheduling depends on it, never a result.
 SLOWEST_FIRST = (
     "test_examples.py",  # 463 s
-    "test_relu_theory_vs_simulation.py",  # 316 s (second: not the kernels of the first; above)
     "test_fewshot_theory_vs_simulation.py",  # 393 s
+    "test_relu_theory_vs_simulation.py",  # 316 s
     "test_linear_theory_vs_simulation.py",  # 296 s
     "test_fewshot_uncertainty.py",  # 213 s
     "test_notebooks.py",  # 132 s
