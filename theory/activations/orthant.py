@@ -21,8 +21,9 @@ singular: t = 1 / (1 - mu) for each eigenvalue mu of the correlation matrix of C
 t = +-1 / r_ab, no closer), so the nearest lies a distance ~mu_min beyond t = 1 and at least 1/3
 before t = 0. Where mu_min is not small (``FAST_RULES``: mu_min above a floor, tested by a
 Cholesky factorisation of the correlation matrix minus the floor), Gauss-Legendre in s,
-t = 1 - s^2 (which also removes a square-root branch point at t = 1), converges geometrically
-with 16 or 24 nodes; elsewhere the tanh-sinh rule takes the near-singular endpoint (77 nodes).
+t = 1 - s^2 (``quadrature.path_rule``, the rule of the four-point moments, which also removes
+a square-root branch point at t = 1), converges geometrically with 16 or 24 nodes; elsewhere
+the tanh-sinh rule takes the near-singular endpoint (77 nodes).
 Against a finer tanh-sinh rule (tests/test_relu_integrals.py) the rules below err by at most
 8e-14 where they are taken, and by 8e-12 between half their floor and the floor.
 """
@@ -30,9 +31,12 @@ Against a finer tanh-sinh rule (tests/test_relu_integrals.py) the rules below er
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit
+
+from metaode.theory.activations.quadrature import path_rule
 
 #: Step and half-width of the tanh-sinh rule in its variable x (t = (1 + tanh(pi/2 sinh x)) / 2).
 STEP = 1.0 / 12.0
@@ -51,10 +55,10 @@ def tanh_sinh(step: float = STEP, half_width: float = HALF_WIDTH):
 
 
 def gauss_legendre(n: int):
-    """(t, 1 - t, weights) of Gauss-Legendre with n nodes in s on [0, 1], t = 1 - s^2."""
-    x, wx = np.polynomial.legendre.leggauss(n)
-    s = 0.5 * (x + 1.0)
-    return 1.0 - s * s, s * s, wx * s  # dt = 2 s ds, ds = dx / 2
+    """(t, 1 - t, weights) of ``quadrature.path_rule``: Gauss-Legendre with n nodes in s on
+    [0, 1], t = 1 - s^2."""
+    t, weights = path_rule(n)
+    return t, 1.0 - t, weights
 
 
 def _constants(rule):
@@ -119,9 +123,11 @@ def _eigenvalues_above(r: np.ndarray, floor: float) -> bool:
 
 
 @njit(cache=True)
-def path_sum(r: np.ndarray, gap: np.ndarray, nodes: tuple, rest: tuple, weights: tuple) -> float:
+def path_sum(r: np.ndarray, gap: np.ndarray, nodes: Sequence[float], rest: Sequence[float],
+             weights: Sequence[float]) -> float:
     """sign4 by the rule (t_i, 1 - t_i, W_i) on the Price path (module docstring), from the
-    correlations r and the gaps 1 - r_ab^2."""
+    correlations r and the gaps 1 - r_ab^2; the rule as tuples (compiled in as constants) or
+    arrays."""
     total = 0.0
     for i in range(len(nodes)):
         t, one_minus_t = nodes[i], rest[i]
