@@ -15,12 +15,15 @@ import pytest
 #: Test files by decreasing duration in a cold run (numba's cache empty, ``pytest -n 2``, the
 #: seconds of the slowest tests summed per file, measured on the 2-core machine); files not
 #: listed follow in their usual order. Only the scheduling depends on it, never a result.
+#: test_examples.py solves the examples of every activation (erf few-shot, ReLU, linear), so it
+#: comes after the files that compile those kernels: started first, its compilation of the erf
+#: few-shot theory ran at the same moment as the second file's (~150 s of each worker).
 SLOWEST_FIRST = (
-    "test_examples.py",  # 463 s
     "test_fewshot_theory_vs_simulation.py",  # 393 s
     "test_relu_theory_vs_simulation.py",  # 316 s
     "test_linear_theory_vs_simulation.py",  # 296 s
     "test_fewshot_uncertainty.py",  # 213 s
+    "test_examples.py",  # 463 s when first: it runs every activation's theory (see below)
     "test_notebooks.py",  # 132 s
     "test_fuzz_cli.py",  # 108 s
     "test_dop853.py",  # 89 s
