@@ -9,6 +9,8 @@
   shrinks like 1/P into the Monte Carlo error.
 * ``theory.support_mc.support_statistics`` with inner_steps = 1 reproduces the exact drift within
   its Monte Carlo error.
+* The observables' loss ``fewshot_loss`` is the right-hand side's loss (one step: exactly; more
+  steps: within the Monte Carlo error, a cheaper control of the same mean).
 * The meta-test step: ``one_step_test_quadratic`` is the exact one-step loss for every eta, and
   ``solvers.metatest.optimal_test_inner_lr`` returns minima (one step: closed form; more steps: a
   bounded search on the Monte Carlo curve with common random numbers).
@@ -26,6 +28,8 @@ from metaode.solvers.metatest import optimal_test_inner_lr
 from metaode.theory.activations import path_rule
 from metaode.theory.anil import meta_gradient, metatest_errors
 from metaode.theory.fewshot import (
+    fewshot_estimate,
+    fewshot_loss,
     four_point_tensor,
     one_step_loss_and_gradient,
     one_step_test_quadratic,
@@ -310,7 +314,7 @@ def test_monte_carlo_drift_matches_exact_one_step(second_order: bool) -> None:
         terms = support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, TASK_STD, NOISE,
                                    INNER_LR, 1, second_order, 1, sample.fields[mine],
                                    sample.task[mine], C, D, E, F, L, np.zeros(len(L)), True,
-                                   False, False)[1]
+                                   False, False, False)[1]
         # drift_of_terms gives (loss, X + X^T, 2 G R + H T + SR, wbar); this test's sign: -
         batches.append(-drift_of_terms(ERF, terms, Q, R, T, K, M)[1:])
     batches = np.array(batches)
@@ -386,3 +390,42 @@ def test_student_equal_to_teacher_is_a_valid_few_shot_state():
     assert np.all(np.isfinite(curve))
     mean, stderr = adaptation_curve(config, y, 3, 1, config.training.inner_lr)
     assert abs(mean[1] - exact) <= 5 * stderr[1]
+
+
+# --- the observables' loss ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_observed_loss_is_the_right_hand_sides_loss(steps: int) -> None:
+    """``fewshot_loss`` (the observables' error) against the loss of ``fewshot_estimate`` at the
+    same state and sets: one step, both exact (the quadratic in inner_lr of the meta-test step and
+    the loss of ``one_step_terms``), equal to 1e-12; more steps, two control-variate estimates of
+    the same mean on the same 512 sets (the loss controlled by its one-step value and the support
+    moments, or by the whole one-step drift), within 3 of the loss's Monte Carlo standard error
+    (the spread of the 8 streams' estimates / sqrt(8); the two estimates share their sets, so
+    their difference is far smaller than either's error)."""
+    Q, R, T, w, u0 = random_state(2, 2, 5)
+    system = build_system(config_at(Q, R, T, w, u0, 3, inner_steps=steps, mc_tasks=512))
+    system = system.with_budget(512)
+    observed = fewshot_loss(system.flow, Q, R, w)
+    estimate = fewshot_estimate(system.flow, Q, R, w, False)[0][0]
+    if steps == 1:
+        assert observed == pytest.approx(estimate, rel=1e-12)
+        return
+    streams = [fewshot_estimate(s.flow, Q, R, w, False)[0][0] for s in system.stream_systems()]
+    error = np.std(streams, ddof=1) / np.sqrt(len(streams))
+    assert abs(observed - estimate) <= 3.0 * error
+
+
+@pytest.mark.parametrize("algorithm", ["anil", "maml"])
+def test_no_inner_step_is_the_population_theory(algorithm: str) -> None:
+    """inner_steps = 0 with P support examples: the support set is never used (w' = w), so the
+    theory is the population one, right-hand side and observables equal bit for bit; the few-shot
+    theory took one inner step here (its exact one-step terms) whatever inner_steps said."""
+    Q, R, T, w, u0 = random_state(2, 2, 9)
+    config = config_at(Q, R, T, w, u0, 3, inner_steps=0).replace("training.algorithm", algorithm)
+    few = build_system(config)
+    population = build_system(config.replace("training.support", "population"))
+    y = population.initial_state()
+    np.testing.assert_array_equal(few.rhs(0.0, y), population.rhs(0.0, y))
+    assert few.observables(y) == population.observables(y)

@@ -103,7 +103,7 @@ def test_support_set_terms_are_exact_in_the_task(noise: float) -> None:
         terms = support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, 0.6, noise, 0.8,
                                    steps, False, 1, sample.fields[i:i + 1], sample.task[i:i + 1],
                                    C, D, E, F, L, np.zeros(len(L)), True, False,
-                                   False)[1]
+                                   False, False)[1]
         ref = reference_terms(sample.fields[i] @ root, w, u0, C, D, E, 0.6, noise, 0.8, steps)
         got = np.concatenate([terms[:1 + K * K + K * M], terms[-K:]])
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)

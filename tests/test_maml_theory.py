@@ -181,7 +181,8 @@ def difference_terms(system: MAMLSystem, Q, R, w):
     L = drift_map(f.acts, Q, R, f.T, f.K, f.M)
     means = [support_statistics(f.acts.student, f.acts.teacher, Q, R, f.T, w, f.u0, f.task_std,
                                 f.noise, f.inner_lr, f.steps, f.second_order, f.query, f.fields,
-                                f.task, C, D, E, F, L, np.zeros(len(L)), True, False, maml)[1]
+                                f.task, C, D, E, F, L, np.zeros(len(L)), True, False, maml,
+                                False)[1]
              for maml in (True, False)]
     return means[0] - means[1]
 

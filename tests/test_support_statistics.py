@@ -4,6 +4,8 @@
   number of threads (1 against 2, equal to 1e-14 relative; measured: bit for bit).
 * Its centred cross-products and ``controlled_mean`` are the least-squares control-variate
   estimate computed here in numpy from the sets one by one (``np.linalg.lstsq``).
+* The loss-only pass (the observables' error) has the loss and its controls of the full pass:
+  the loss after one step minus its known mean, then the support moments, to 1e-14.
 * The support part of Phi (second order) uses the mean query gradient gbar = C w' - D u: with
   query examples q, Phi(2) - Phi(1) / 2 = 1/2 sum_p lambdabar_p lambdabar_p^T with lambdabar_p the
   support-field cotangent of the query loss, averaged over the set's sampled task and its mirror
@@ -52,12 +54,12 @@ def setup(P: int, seed: int, second_order: bool = True):
 
 
 def statistics(state, fields, task, steps=2, query=1, second_order=True, gradients=True,
-               lr2=True, maml=False):
+               lr2=True, maml=False, loss_only=False):
     """``support_statistics`` of ``state`` (``setup``) on the given sets."""
     Q, R, T, w, u0, C, D, E, F, L, known1, _ = state
     return support_statistics(ERF.student, ERF.teacher, Q, R, T, w, u0, TASK_STD, NOISE,
                               INNER_LR, steps, second_order, query, fields, task, C, D, E, F, L,
-                              known1, gradients, lr2, maml)
+                              known1, gradients, lr2, maml, loss_only)
 
 
 def test_statistics_do_not_depend_on_the_thread_count() -> None:
@@ -113,6 +115,27 @@ def test_controlled_mean_is_the_least_squares_estimate(second_order: bool) -> No
         few = controlled_mean(hbar, rbar, S_hh, S_hr, h0, h.shape[1], r0, r1,
                               SETS_PER_CONTROL * p - 1)
         np.testing.assert_array_equal(few, rbar[r0:r1])
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_loss_only_pass_has_the_loss_and_controls_of_the_full_pass(steps: int) -> None:
+    """``loss_only``: r = (the loss after all steps), h = (the loss after one step minus the
+    exact one-step loss, the support moments): the same numbers as the full pass's loss response,
+    its control on the loss (the drift map's first row picks the loss) and its support moments, on
+    the same sets (sums of the same products, to 1e-14 of their scale)."""
+    state = setup(5, 11)
+    sample = state[-1]
+    full = statistics(state, sample.fields, sample.task, steps=steps)
+    alone = statistics(state, sample.fields, sample.task, steps=steps, gradients=False,
+                       lr2=False, loss_only=True)
+    nx = len(state[9])
+    keep = np.r_[0, nx:len(full[0])]  # the loss's control, then the support moments
+    np.testing.assert_allclose(alone[0], full[0][keep], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(alone[1], full[1][:1], rtol=1e-14)
+    scale = np.abs(full[2]).max()
+    np.testing.assert_allclose(alone[2], full[2][np.ix_(keep, keep)], rtol=0, atol=1e-14 * scale)
+    np.testing.assert_allclose(alone[3], full[3][keep, :1], rtol=0,
+                               atol=1e-14 * np.abs(full[3]).max())
 
 
 def query_loss_cotangent(z, w, u, zeta, C, D, steps):

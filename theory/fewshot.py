@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba.extending import overload
 
 from metaode.config import Config, TheoryUnavailable
@@ -134,24 +134,69 @@ def _sorted4(q0, q1, q2, q3):
 
 
 @njit(cache=True)
+def four_point_multisets(K: int, n: int) -> np.ndarray:
+    """The sorted index quadruples (k, l, a, b), k <= l < K, l <= a <= b < n: one per multiset of
+    four fields with at least two student fields (the entries that ``four_point_tensor``
+    computes; ``_sorted4`` keeps the student fields first)."""
+    count = 0
+    for k in range(K):
+        for l in range(k, K):
+            for a in range(l, n):
+                count += n - a
+    out = np.empty((count, 4), dtype=np.int64)
+    i = 0
+    for k in range(K):
+        for l in range(k, K):
+            for a in range(l, n):
+                for b in range(a, n):
+                    out[i, 0], out[i, 1], out[i, 2], out[i, 3] = k, l, a, b
+                    i += 1
+    return out
+
+
+@njit(cache=True)
+def four_point_orders(sets: np.ndarray, values: np.ndarray, K: int, n: int) -> np.ndarray:
+    """F (K x K x n x n) with F[k, l, a, b] = values[i] for every order (k, l, a, b) of the
+    multiset sets[i] (``four_point_multisets``) that puts two student fields first."""
+    F = np.empty((K, K, n, n))
+    for i in range(sets.shape[0]):
+        k, l, a, b = sets[i, 0], sets[i, 1], sets[i, 2], sets[i, 3]
+        for q in ((k, l, a, b), (k, a, l, b), (k, b, l, a), (l, a, k, b), (l, b, k, a),
+                  (a, b, k, l)):
+            if q[0] < K and q[1] < K:
+                for x, y in ((q[0], q[1]), (q[1], q[0])):
+                    F[x, y, q[2], q[3]] = F[x, y, q[3], q[2]] = values[i]
+    return F
+
+
+@njit(cache=True)
 def four_point_tensor(acts: Activations, omega: np.ndarray, K: int, nodes: np.ndarray,
                       weights: np.ndarray) -> np.ndarray:
     """F[k, l, a, b] = E[g(lambda_k) g(lambda_l) g(z_a) g(z_b)] for k, l < K and all fields a, b
-    (``F4`` of the activations), computed once per multiset of the four fields (at its sorted
-    indices, ``_sorted4``) and copied to the other orders."""
+    (``F4`` of the activations), computed once per multiset of the four fields
+    (``four_point_multisets``) and copied to the other orders (``four_point_orders``)."""
     n = omega.shape[0]
-    F = np.empty((K, K, n, n))
-    for k in range(K):
-        for l in range(k, K):
-            for a in range(n):
-                for b in range(a, n):
-                    q0, q1, q2, q3 = _sorted4(k, l, a, b)
-                    if q0 == k and q1 == l and q2 == a and q3 == b:  # first in this loop's order
-                        v = _f4(acts, omega, K, k, l, a, b, nodes, weights)
-                    else:
-                        v = F[q0, q1, q2, q3]
-                    F[k, l, a, b] = F[l, k, a, b] = F[k, l, b, a] = F[l, k, b, a] = v
-    return F
+    sets = four_point_multisets(K, n)
+    values = np.empty(sets.shape[0])
+    for i in range(sets.shape[0]):
+        values[i] = _f4(acts, omega, K, sets[i, 0], sets[i, 1], sets[i, 2], sets[i, 3], nodes,
+                        weights)
+    return four_point_orders(sets, values, K, n)
+
+
+@njit(cache=True, parallel=True)
+def four_point_tensor_threads(student, teacher, omega: np.ndarray, K: int, nodes: np.ndarray,
+                              weights: np.ndarray) -> np.ndarray:
+    """``four_point_tensor`` with the multisets in numba's threads (the path quadratures are
+    independent; the few-shot right-hand side's serial part), for code that starts the threads
+    (``fewshot_flow``): the activations as their two markers, as ``support_statistics``."""
+    n = omega.shape[0]
+    sets = four_point_multisets(K, n)
+    values = np.empty(sets.shape[0])
+    for i in prange(sets.shape[0]):
+        values[i] = _f4(Activations(student, teacher), omega, K, sets[i, 0], sets[i, 1],
+                        sets[i, 2], sets[i, 3], nodes, weights)
+    return four_point_orders(sets, values, K, n)
 
 
 @njit(cache=True)
@@ -234,9 +279,14 @@ def one_step_test_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, nodes, wei
     """(L0, b, a) with E_{tau,S} eps(w - eta ghat0; u) = L0 - eta b + 1/2 eta^2 a, exactly:
     b = E_u |v|^2 and a = E_u[v^T C v] + Xi / P (P = 0 means the population support, Xi / P = 0).
     The error after one test step is minimal at eta* = b / a."""
-    K = R.shape[0]
+    F = four_point_tensor(acts, field_covariance(Q, R, T), R.shape[0], nodes, weights)
+    return one_step_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, F)
+
+
+@njit(cache=True)
+def one_step_quadratic(acts, Q, R, T, w, u0, task_std, noise, P, F):
+    """``one_step_test_quadratic`` with the four-point tensor F of Omega given."""
     C, D, E = error_blocks(acts, Q, R, T)
-    F = four_point_tensor(acts, field_covariance(Q, R, T), K, nodes, weights)
     _, _, v0, Evv, xi = support_fluctuation(C, D, F, w, u0, task_std, noise)
     U, S = task_basis(u0, task_std)
     Zs = inner_loop(C, D, w, U, 0.0, np.int64(0))  # np.int64: a literal 0 compiles its own copy
@@ -315,7 +365,8 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     K, M, T = flow.K, flow.M, flow.T
     C, D, E = error_blocks(flow.acts, Q, R, T)
     omega = field_covariance(Q, R, T)
-    F = four_point_tensor(flow.acts, omega, K, flow.nodes, flow.weights)
+    F = four_point_tensor_threads(flow.acts.student, flow.acts.teacher, omega, K, flow.nodes,
+                                  flow.weights)
     loss1, G1, H1, wbar1 = one_step_terms(flow.acts, Q, R, T, w, flow.u0, flow.task_std,
                                           flow.noise, flow.inner_lr, flow.P, flow.second_order,
                                           F, flow.nodes, flow.weights)
@@ -328,7 +379,7 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
     mean_h, mean_r, S_hh, S_hr = support_statistics(
         flow.acts.student, flow.acts.teacher, Q, R, T, w, flow.u0, flow.task_std, flow.noise,
         flow.inner_lr, flow.steps, flow.second_order, flow.query, flow.fields, flow.task, C, D, E,
-        F, L, drift, several, lr2_term, flow.maml and several)
+        F, L, drift, several, lr2_term, flow.maml and several, np.bool_(False))
     nx = L.shape[0] if several else 0
     size = terms_size(K, M) if several else 0
     n = flow.fields.shape[0]
@@ -346,6 +397,41 @@ def fewshot_estimate(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray, lr2_term
                 phi[k, l] = phi[l, k] = packed[i]
                 i += 1
     return drift, phi
+
+
+@njit(cache=True)
+def fewshot_loss(flow, Q: np.ndarray, R: np.ndarray, w: np.ndarray) -> float:
+    """The meta-loss L_P at (Q, R, w) on the flow's support sets, without the drift (the
+    observables' error).
+
+    inner_steps = 1: exact, L0 - inner_lr b + 1/2 inner_lr^2 a of ``one_step_quadratic``
+    (the loss of ``one_step_terms`` without its gradient). inner_steps > 1 (anil): the Monte Carlo
+    mean of the sets' loss after all steps controlled by their loss after one step (of known mean,
+    the exact one-step loss) and the support moments: a pass of ``support_statistics`` with
+    ``loss_only``, without the backward passes of the drift; maml: ``fewshot_estimate``'s loss.
+    """
+    if flow.maml and flow.steps > 1:
+        return fewshot_estimate(flow, Q, R, w, np.bool_(False))[0][0]
+    T = flow.T
+    F = four_point_tensor_threads(flow.acts.student, flow.acts.teacher, field_covariance(Q, R, T),
+                                  R.shape[0], flow.nodes, flow.weights)
+    L0, b, a = one_step_quadratic(flow.acts, Q, R, T, w, flow.u0, flow.task_std, flow.noise,
+                                  flow.P, F)
+    loss1 = L0 - flow.inner_lr * b + 0.5 * flow.inner_lr * flow.inner_lr * a
+    if flow.steps <= 1:  # no inner step: the loss of w, L0 (eta = 0)
+        return loss1 if flow.steps == 1 else L0
+    K, M = R.shape
+    C, D, E = error_blocks(flow.acts, Q, R, T)
+    known = np.full(1, loss1)
+    no = np.bool_(False)  # not literals: the compiled support_statistics of fewshot_estimate
+    mean_h, mean_r, S_hh, S_hr = support_statistics(
+        flow.acts.student, flow.acts.teacher, Q, R, T, w, flow.u0, flow.task_std, flow.noise,
+        flow.inner_lr, flow.steps, flow.second_order, flow.query, flow.fields, flow.task, C, D, E,
+        np.zeros((K, K, K + M, K + M)), np.zeros((1, terms_size(K, M))), known, no, no, no,
+        np.bool_(True))
+    first = np.int64(0)
+    return controlled_mean(mean_h, mean_r, S_hh, S_hr, first, mean_h.shape[0], first,
+                           np.int64(1), flow.fields.shape[0])[0]
 
 
 class FewShotFlow(NamedTuple):
@@ -391,13 +477,13 @@ def _fewshot_flow_rhs(flow, y):
 
 @overload(flow_observables)
 def _fewshot_flow_observables(flow, y):
-    """error = L_P (``fewshot_estimate``'s loss), error_before_adaptation = the population error
-    of w, and ``theory.fields.common_observables``."""
+    """error = L_P (``fewshot_loss``), error_before_adaptation = the population error of w, and
+    ``theory.fields.common_observables``."""
     if is_flow(flow, FewShotFlow):
         def observables(flow, y):
             Q, R, w = unpack(y, flow.K, flow.M)
             out = np.empty(4 + flow.K)
-            out[0] = fewshot_estimate(flow, Q, R, w, np.bool_(False))[0][0]
+            out[0] = fewshot_loss(flow, Q, R, w)
             out[1] = metatest_errors(flow.acts, Q, R, flow.T, w, flow.u0, flow.task_std,
                                      flow.inner_lr, np.int64(0))[0]  # as anil's: one compile
             common_observables(flow.acts, Q, R, flow.T, flow.u0, flow.task_std, out)
@@ -477,7 +563,8 @@ class FewShotANILSystem(ODESystem):
 
 def anil_system(config: Config) -> ODESystem:
     """The anil theory: population support (``theory.anil.ANILSystem``) or P examples
-    (``FewShotANILSystem``); the ``metaode.algorithms`` entry of anil."""
-    if config.training.support == "population":
+    (``FewShotANILSystem``); the ``metaode.algorithms`` entry of anil. Without an inner step the
+    support set is never used (w' = w), and the population theory is exact for every P."""
+    if config.training.support == "population" or config.training.inner_steps == 0:
         return ANILSystem(config)
     return FewShotANILSystem(config)

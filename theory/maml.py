@@ -47,8 +47,9 @@ def maml_system(config: Config) -> ODESystem:
     step) vanishes and maml is anil (``theory.anil.ANILSystem``); with P examples
     ``MAMLSystem``, for a smooth student activation (ConfigError otherwise: with a jump in g' the
     expected pathwise gradient need not be the gradient of the expected loss). The
-    ``metaode.algorithms`` entry of maml."""
-    if config.training.support == "population":
+    ``metaode.algorithms`` entry of maml. Without an inner step maml is anil without one, whose
+    population theory is exact for every P."""
+    if config.training.support == "population" or config.training.inner_steps == 0:
         return ANILSystem(config)
     if config.training.inner_steps > 1 and not activation(config.student.activation).smooth:
         raise ConfigError("student.activation", f"the maml theory with inner_steps > 1 needs a "

@@ -581,10 +581,83 @@ def maml_difference(acts, z, Y, U, e, w, C, D, F, noise, inner_lr, steps, second
 CHUNK = 64
 
 
+@njit(cache=True)
+def chunk_statistics(acts, Q, R, w, u0, task_std, noise, inner_lr, steps, second_order, query,
+                     fields, task, lo, hi, C, D, F, L, known1, with_gradients, with_lr2_term, maml,
+                     loss_only, root, root_S, U, S, DU, head_term, W, N, pairs, sum_h, sum_r,
+                     sum_hh, sum_hr) -> None:
+    """Add the sums over the support sets lo..hi - 1 of h, r, h h^T (upper triangle) and h r^T
+    (the per-set controls h and responses r of ``support_statistics``) to sum_h, sum_r, sum_hh,
+    sum_hr: one chunk of its parallel pass (a function of its own, so that numba's parallel
+    transform sees a loop of one call instead of the whole inlined per-set code)."""
+    K, M = R.shape
+    P, n = fields.shape[1], fields.shape[2]
+    d = U.shape[1]
+    size = terms_size(K, M)
+    nx = 1 if loss_only else (L.shape[0] if with_gradients else 0)
+    ng = size if with_gradients else 0
+    p, nr = sum_h.shape[0], sum_r.shape[0]
+    z, phi, gp, Y = np.empty((P, n)), np.empty((P, K)), np.empty((P, K)), np.empty((P, d))
+    Zs = np.empty((steps + 1, K, d))
+    Zbar, phibar, proj = np.empty((K, d)), np.empty((P, K)), np.empty((P, d))
+    g1, h, r = np.empty(size), np.empty(p), np.empty(nr)
+    X, Yw, forms = np.empty((n, d)), np.empty((n, d)), np.empty((pairs.shape[0], d, d))
+    e = np.empty(d)
+    Zs_e, Y_e, c, gbar = np.empty((steps + 1, K, 1)), np.empty((P, 1)), np.empty(n), np.empty(K)
+    Gamma, cot, proj_e = np.empty((K, K)), np.empty((K, 1)), np.empty((P, 1))
+    jac = np.empty((P, K, K))
+    eye, lam, y, u = np.eye(P), np.empty((P, K)), np.empty(P), np.empty(M)
+    row, lb, gq, unit = np.empty(size), np.empty((P, K)), np.empty(K), np.empty(K)
+    X1, Y1, forms1 = np.empty((n, 1)), np.empty((n, 1)), np.empty((pairs.shape[0], 1, 1))
+    for i in range(lo, hi):
+        support_features(acts, fields, i, task, root, K, u0, noise, z, phi, gp, Y)
+        inner_forward(phi, Y, w, inner_lr, Zs)
+        support_moments(phi, Y, C, D, h, nx)
+        if loss_only:
+            h[0] = loss_of_products(Zs[1], C, DU, S, head_term) - known1[0]
+            r[0] = loss_of_products(Zs[steps], C, DU, S, head_term)
+        elif with_gradients:
+            gradient_terms(Zs, steps, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr,
+                           second_order, r, Zbar, phibar, proj)
+            if steps > 1:
+                gradient_terms(Zs, 1, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr,
+                               second_order, g1, Zbar, phibar, proj)
+            else:
+                for j in range(size):
+                    g1[j] = r[j]
+            for a in range(nx):
+                acc = -known1[a]
+                for j in range(size):
+                    acc += L[a, j] * g1[j]
+                h[a] = acc
+        if with_lr2_term:
+            query_diffusion(Zs, steps, U, root_S, W, N, pairs, query, r, ng, X, Yw, forms)
+            for mirror in range(2 if second_order else 0):
+                task_vector(task, i, M, task_std, 1.0 - 2.0 * mirror, e)
+                support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr,
+                                  query, 0.5, r, ng, Zs_e, Y_e, c, gbar, Gamma, cot, phibar,
+                                  proj_e, jac)
+        if maml:
+            task_vector(task, i, M, task_std, 1.0, e)
+            maml_difference(acts, z, Y, U, e, w, C, D, F, noise, inner_lr, steps,
+                            second_order, query, with_gradients, with_lr2_term, W, N, pairs,
+                            r, ng, eye, lam, y, u, row, lb, gq, X1, Y1, forms1, jac, c, gbar,
+                            Gamma, unit)
+        for a in range(p):
+            ha = h[a]
+            sum_h[a] += ha
+            for b in range(a, p):
+                sum_hh[a, b] += ha * h[b]
+            for j in range(nr):
+                sum_hr[a, j] += ha * r[j]
+        for j in range(nr):
+            sum_r[j] += r[j]
+
+
 @njit(cache=True, parallel=True)
 def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_lr, steps,
                        second_order, query, fields, task, C, D, E, F, L, known1, with_gradients,
-                       with_lr2_term, maml):
+                       with_lr2_term, maml, loss_only):
     """(hbar, rbar, S_hh, S_hr) over the support sets (``fields``, ``task``) of the control variates
     h (mean zero) and the responses r of each set, with the centred cross-products
     S_hh = sum_i (h_i - hbar)(h_i - hbar)^T and S_hr = sum_i (h_i - hbar)(r_i - rbar)^T.
@@ -597,7 +670,9 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
     SQ, SR, wbar) of ``gradient_terms`` after all and after one inner step (one forward pass), L
     the ``drift_map`` and known1 the exact one-step drift (loss first). With ``maml`` r also gets
     the set's maml - anil difference at its sampled task (``maml_difference``), so that the
-    statistics are maml's.
+    statistics are maml's. With ``loss_only`` (anil, the other flags ignored) the pass computes the
+    loss alone: h = (loss after one inner step - known1[0], ``support_moments``) and r = (loss),
+    without the backward passes (the observables' error, ``theory.fewshot.fewshot_loss``).
 
     One pass over the sets in chunks of CHUNK, in parallel (``prange``), each chunk summing h, r,
     h h^T and h r^T; the chunks' sums are added in order and centred at the end (hbar is a Monte
@@ -618,67 +693,20 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
     DU = small_product(D, U)
     head_term = head_loss(E, U, S)
     size = terms_size(K, M)
-    nx = L.shape[0] if with_gradients else 0
+    nx = 1 if loss_only else (L.shape[0] if with_gradients else 0)
     ng = size if with_gradients else 0
     p = nx + K * (K + 1) // 2 + K * M
-    nr = ng + (K * (K + 1) // 2 if with_lr2_term else 0)
+    nr = 1 if loss_only else ng + (K * (K + 1) // 2 if with_lr2_term else 0)
     chunks = (n_pts + CHUNK - 1) // CHUNK
     sum_h, sum_r = np.zeros((chunks, p)), np.zeros((chunks, nr))
     sum_hh, sum_hr = np.zeros((chunks, p, p)), np.zeros((chunks, p, nr))
     for ch in prange(chunks):
-        chunk_acts = Activations(student, teacher)
-        z, phi, gp, Y = np.empty((P, n)), np.empty((P, K)), np.empty((P, K)), np.empty((P, d))
-        Zs = np.empty((steps + 1, K, d))
-        Zbar, phibar, proj = np.empty((K, d)), np.empty((P, K)), np.empty((P, d))
-        g1, h, r = np.empty(size), np.empty(p), np.empty(nr)
-        X, Yw, forms = np.empty((n, d)), np.empty((n, d)), np.empty((pairs.shape[0], d, d))
-        e = np.empty(d)
-        Zs_e, Y_e, c, gbar = np.empty((steps + 1, K, 1)), np.empty((P, 1)), np.empty(n), np.empty(K)
-        Gamma, cot, proj_e = np.empty((K, K)), np.empty((K, 1)), np.empty((P, 1))
-        jac = np.empty((P, K, K))
-        eye, lam, y, u = np.eye(P), np.empty((P, K)), np.empty(P), np.empty(M)
-        row, lb, gq, unit = np.empty(size), np.empty((P, K)), np.empty(K), np.empty(K)
-        X1, Y1, forms1 = np.empty((n, 1)), np.empty((n, 1)), np.empty((pairs.shape[0], 1, 1))
-        for i in range(ch * CHUNK, min(n_pts, (ch + 1) * CHUNK)):
-            support_features(chunk_acts, fields, i, task, root, K, u0, noise, z, phi, gp, Y)
-            inner_forward(phi, Y, w, inner_lr, Zs)
-            support_moments(phi, Y, C, D, h, nx)
-            if with_gradients:
-                gradient_terms(Zs, steps, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr,
-                               second_order, r, Zbar, phibar, proj)
-                if steps > 1:
-                    gradient_terms(Zs, 1, C, D, DU, head_term, U, S, phi, gp, Y, z, inner_lr,
-                                   second_order, g1, Zbar, phibar, proj)
-                else:
-                    for j in range(size):
-                        g1[j] = r[j]
-                for a in range(nx):
-                    acc = -known1[a]
-                    for j in range(size):
-                        acc += L[a, j] * g1[j]
-                    h[a] = acc
-            if with_lr2_term:
-                query_diffusion(Zs, steps, U, root_S, W, N, pairs, query, r, ng, X, Yw, forms)
-                for mirror in range(2 if second_order else 0):
-                    task_vector(task, i, M, task_std, 1.0 - 2.0 * mirror, e)
-                    support_diffusion(Zs, steps, U, e, phi, gp, Y, C, D, F, noise, inner_lr,
-                                      query, 0.5, r, ng, Zs_e, Y_e, c, gbar, Gamma, cot, phibar,
-                                      proj_e, jac)
-            if maml:
-                task_vector(task, i, M, task_std, 1.0, e)
-                maml_difference(chunk_acts, z, Y, U, e, w, C, D, F, noise, inner_lr, steps,
-                                second_order, query, with_gradients, with_lr2_term, W, N, pairs,
-                                r, ng, eye, lam, y, u, row, lb, gq, X1, Y1, forms1, jac, c, gbar,
-                                Gamma, unit)
-            for a in range(p):
-                ha = h[a]
-                sum_h[ch, a] += ha
-                for b in range(a, p):
-                    sum_hh[ch, a, b] += ha * h[b]
-                for j in range(nr):
-                    sum_hr[ch, a, j] += ha * r[j]
-            for j in range(nr):
-                sum_r[ch, j] += r[j]
+        chunk_statistics(Activations(student, teacher), Q, R, w, u0, task_std, noise, inner_lr,
+                         steps, second_order, query, fields, task, ch * CHUNK,
+                         min(n_pts, (ch + 1) * CHUNK), C, D, F, L, known1, with_gradients,
+                         with_lr2_term, maml, loss_only, root, root_S, U, S, DU, head_term, W,
+                         N, pairs,
+                         sum_h[ch], sum_r[ch], sum_hh[ch], sum_hr[ch])
     mean_h, mean_r = np.zeros(p), np.zeros(nr)
     S_hh, S_hr = np.zeros((p, p)), np.zeros((p, nr))
     for ch in range(chunks):
