@@ -584,18 +584,17 @@ CHUNK = 64
 @njit(cache=True)
 def chunk_statistics(acts, Q, R, w, u0, task_std, noise, inner_lr, steps, second_order, query,
                      fields, task, lo, hi, C, D, F, L, known1, with_gradients, with_lr2_term, maml,
-                     loss_only, root, root_S, U, S, DU, head_term, W, N, pairs, sum_h, sum_r,
-                     sum_hh, sum_hr) -> None:
+                     loss_only, nx, ng, root, root_S, U, S, DU, head_term, W, N, pairs, sum_h,
+                     sum_r, sum_hh, sum_hr) -> None:
     """Add the sums over the support sets lo..hi - 1 of h, r, h h^T (upper triangle) and h r^T
     (the per-set controls h and responses r of ``support_statistics``) to sum_h, sum_r, sum_hh,
     sum_hr: one chunk of its parallel pass (a function of its own, so that numba's parallel
-    transform sees a loop of one call instead of the whole inlined per-set code)."""
+    transform sees a loop of one call instead of the whole inlined per-set code); h starts with
+    nx controls before the support moments, r with ng gradient terms before Phi."""
     K, M = R.shape
     P, n = fields.shape[1], fields.shape[2]
     d = U.shape[1]
     size = terms_size(K, M)
-    nx = 1 if loss_only else (L.shape[0] if with_gradients else 0)
-    ng = size if with_gradients else 0
     p, nr = sum_h.shape[0], sum_r.shape[0]
     z, phi, gp, Y = np.empty((P, n)), np.empty((P, K)), np.empty((P, K)), np.empty((P, d))
     Zs = np.empty((steps + 1, K, d))
@@ -683,7 +682,7 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
     acts = Activations(student, teacher)
     K, M = R.shape
     n_pts, P, n = fields.shape
-    U, S, d = task_basis_maps(u0, task_std, noise, P)
+    U, S, _ = task_basis_maps(u0, task_std, noise, P)
     root_S = np.sqrt(S)
     omega = field_covariance(Q, R, T)
     root = symmetric_root(omega)
@@ -704,9 +703,8 @@ def support_statistics(student, teacher, Q, R, T, w, u0, task_std, noise, inner_
         chunk_statistics(Activations(student, teacher), Q, R, w, u0, task_std, noise, inner_lr,
                          steps, second_order, query, fields, task, ch * CHUNK,
                          min(n_pts, (ch + 1) * CHUNK), C, D, F, L, known1, with_gradients,
-                         with_lr2_term, maml, loss_only, root, root_S, U, S, DU, head_term, W,
-                         N, pairs,
-                         sum_h[ch], sum_r[ch], sum_hh[ch], sum_hr[ch])
+                         with_lr2_term, maml, loss_only, nx, ng, root, root_S, U, S, DU,
+                         head_term, W, N, pairs, sum_h[ch], sum_r[ch], sum_hh[ch], sum_hr[ch])
     mean_h, mean_r = np.zeros(p), np.zeros(nr)
     S_hh, S_hr = np.zeros((p, p)), np.zeros((p, nr))
     for ch in range(chunks):
